@@ -1,0 +1,91 @@
+"""``SyncConfig``: everything a sync manager can be told, with defaults.
+
+The guide's two sections are ``reliability`` (:class:`ReliabilityConfig`) and
+``monitoring`` (:class:`MonitoringConfig`); the remaining fields tune the sync
+path itself. Every field has a default, so ``SyncConfig()`` is a working setup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .durations import Duration, positive_ns
+from .errors import ConfigError
+from .monitoring.config import MonitoringConfig
+from .reliability.config import ReliabilityConfig
+
+__all__ = ["SyncConfig"]
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Configuration of an :class:`~leptos_sync.EndToEndSyncManager`.
+
+    Attributes:
+        reliability: retry policy, circuit breaker, health checks, integrity.
+        monitoring: metrics, alerts, health reporting, uptime.
+        token: sent in the hello for servers that authenticate clients.
+        heartbeat_interval: how often an idle link is pinged.
+        heartbeat_timeout: a link silent for this long is declared dead and
+            reconnected; this bounds how long a dead link goes unnoticed.
+        connect_timeout: how long one connection attempt may take.
+        ack_timeout: push again what the server has not acknowledged by then.
+        poll_interval: how often timeouts are checked.
+        max_batch_ops: the most operations in one push frame.
+        compact_after: fold a collection's local log into a snapshot after this
+            many updates.
+        status_interval: how often the replica reports its outbox depth and
+            counters to the server (for its dashboard); ``None`` turns it off.
+    """
+
+    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    token: str | None = None
+    heartbeat_interval: Duration = timedelta(seconds=5)
+    heartbeat_timeout: Duration = timedelta(seconds=15)
+    connect_timeout: Duration = timedelta(seconds=10)
+    ack_timeout: Duration = timedelta(seconds=30)
+    poll_interval: Duration = timedelta(seconds=1)
+    max_batch_ops: int = 512
+    compact_after: int = 50_000
+    status_interval: Duration | None = timedelta(seconds=2)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reliability, ReliabilityConfig):
+            raise ConfigError("reliability", f"expected ReliabilityConfig, got {self.reliability!r}")
+        if not isinstance(self.monitoring, MonitoringConfig):
+            raise ConfigError("monitoring", f"expected MonitoringConfig, got {self.monitoring!r}")
+        for name in (
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "connect_timeout",
+            "ack_timeout",
+            "poll_interval",
+        ):
+            positive_ns(getattr(self, name), name)
+        if self.status_interval is not None:
+            positive_ns(self.status_interval, "status_interval")
+        if positive_ns(self.heartbeat_timeout, "heartbeat_timeout") <= positive_ns(
+            self.heartbeat_interval, "heartbeat_interval"
+        ):
+            raise ConfigError(
+                "heartbeat_timeout", "must be longer than heartbeat_interval"
+            )
+        for name in ("max_batch_ops", "compact_after"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.token is not None and not isinstance(self.token, str):
+            raise ConfigError("token", "must be a string")
+
+    def __repr__(self) -> str:
+        # Never print the token.
+        token = "None" if self.token is None else "'***'"
+        return (
+            f"SyncConfig(reliability={self.reliability!r}, "
+            f"monitoring={self.monitoring!r}, token={token})"
+        )

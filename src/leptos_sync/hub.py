@@ -1,0 +1,339 @@
+"""The server side of the sync protocol: the hub (no sockets, no event loop).
+
+The hub takes frames from connections and returns frames for connections. The
+ASGI server and the in-memory transport pump bytes through it; the simulation
+drives it directly. Its only dependency is a :class:`~leptos_sync.hubstore.HubStore`.
+
+For each push it deduplicates by operation id, assigns sequence numbers in the
+store, **commits before acknowledging**, then fans the new operations out to every
+other connection that pulled the collection. A pull is answered with the log after
+the client's cursor (preceded by a snapshot when the client is far behind and a
+snapshot exists), and the last answer is marked ``live``: from then on the
+connection receives every new operation of that collection in sequence order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from loro import ExportMode, LoroDoc
+
+from .crdt import call_loro
+from .errors import IntegrityError, ProtocolError, StorageError, SyncError
+from .hubstore import HubStore
+from .protocol import (
+    DEFAULT_LIMITS,
+    Ack,
+    Changes,
+    Error,
+    Hello,
+    Limits,
+    Message,
+    Ping,
+    Pong,
+    Pull,
+    Push,
+    RemoteOp,
+    Snapshot,
+    Status,
+    Welcome,
+    decode,
+    encode,
+)
+
+__all__ = ["Hub", "HubStatistics", "Outgoing"]
+
+logger = logging.getLogger(__name__)
+
+ConnId = int
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Frames for one connection; ``close`` asks the driver to close it after."""
+
+    conn: ConnId
+    frames: tuple[bytes, ...]
+    close: bool = False
+
+
+@dataclass
+class _Conn:
+    replica: int | None = None
+    checksums: bool = True
+    subscriptions: set[str] = field(default_factory=set)
+    status: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubStatistics:
+    connections: int
+    handshaken: int
+    subscriptions: dict[str, int]
+    ops_stored: int
+    ops_duplicate: int
+    ops_fanned_out: int
+    pushes: int
+    pulls: int
+    snapshots_sent: int
+    errors: int
+    heads: dict[str, int]
+    client_status: dict[int, dict[str, float]]
+
+
+class Hub:
+    """Routes operations between replicas through a durable log.
+
+    Args:
+        store: where the log lives.
+        limits: frame and batch limits enforced on every incoming frame.
+        snapshot_after: a client this many operations behind gets a snapshot
+            first (when the collection has at least that many operations).
+    """
+
+    def __init__(
+        self,
+        store: HubStore,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        snapshot_after: int = 20_000,
+        page_ops: int = 2_000,
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.snapshot_after = snapshot_after
+        self.page_ops = min(page_ops, limits.max_ops_per_batch)
+        self._conns: dict[ConnId, _Conn] = {}
+        self._subscribers: dict[str, set[ConnId]] = {}
+        self._stored = self._dupes = self._fanned = 0
+        self._pushes = self._pulls = self._snapshots = self._errors = 0
+
+    # Connections -------------------------------------------------------------
+
+    def connect(self, conn: ConnId) -> None:
+        self._conns[conn] = _Conn()
+
+    def disconnect(self, conn: ConnId) -> None:
+        state = self._conns.pop(conn, None)
+        if state is None:
+            return
+        for name in state.subscriptions:
+            subs = self._subscribers.get(name)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs:
+                    del self._subscribers[name]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    # Frames ------------------------------------------------------------------
+
+    def handle(self, conn: ConnId, frame: bytes) -> list[Outgoing]:
+        """Process one frame from ``conn``; returns frames to send.
+
+        A frame that fails to decode or violates the protocol is answered with an
+        error and the connection is closed; no other connection is affected.
+        """
+        state = self._conns.get(conn)
+        if state is None:
+            return []
+        try:
+            message = decode(frame, self.limits)
+            return self._dispatch(conn, state, message)
+        except ProtocolError as exc:
+            self._errors += 1
+            logger.info("closing connection %s: %s", conn, exc)
+            return [self._error(conn, state, exc.code, str(exc), close=True)]
+        except IntegrityError as exc:
+            self._errors += 1
+            logger.error("integrity failure while serving connection %s: %s", conn, exc)
+            return [self._error(conn, state, "integrity", str(exc), close=True)]
+        except StorageError as exc:
+            self._errors += 1
+            logger.error("store failure while serving connection %s: %s", conn, exc)
+            return [self._error(conn, state, "storage", str(exc), close=True)]
+
+    def _dispatch(self, conn: ConnId, state: _Conn, message: Message) -> list[Outgoing]:
+        if isinstance(message, Hello):
+            return self._on_hello(conn, state, message)
+        if state.replica is None:
+            raise ProtocolError(f"{type(message).__name__} before hello")
+        if isinstance(message, Push):
+            return self._on_push(conn, state, message)
+        if isinstance(message, Pull):
+            return self._on_pull(conn, state, message)
+        if isinstance(message, Ping):
+            return [self._out(conn, state, Pong(message.nonce))]
+        if isinstance(message, Pong):
+            return []
+        if isinstance(message, Status):
+            state.status = dict(message.figures)
+            return []
+        if isinstance(message, Error):
+            logger.info("connection %s reported %s: %s", conn, message.code, message.message)
+            return []
+        raise ProtocolError(f"clients do not send {type(message).__name__}")
+
+    def _on_hello(self, conn: ConnId, state: _Conn, message: Hello) -> list[Outgoing]:
+        if state.replica is not None and state.replica != message.replica:
+            raise ProtocolError("second hello on one connection, from another replica")
+        state.replica = message.replica
+        state.checksums = message.checksums
+        welcome = Welcome(
+            self.store.server_id,
+            self.limits.max_frame_bytes,
+            self.limits.max_ops_per_batch,
+        )
+        return [self._out(conn, state, welcome)]
+
+    def _on_push(self, conn: ConnId, state: _Conn, message: Push) -> list[Outgoing]:
+        assert state.replica is not None
+        self._pushes += 1
+        placed = self.store.append(message.collection, state.replica, message.ops)
+        fresh: list[RemoteOp] = []
+        for op, where in zip(message.ops, placed, strict=True):
+            if where.new:
+                fresh.append(RemoteOp(where.seq, state.replica, op.counter, op.hlc, op.data))
+        self._stored += len(fresh)
+        self._dupes += len(placed) - len(fresh)
+
+        # Acknowledge only now: the store has committed.
+        ack = Ack(
+            message.collection,
+            tuple(op.counter for op in message.ops),
+            tuple(where.seq for where in placed),
+        )
+        out = [self._out(conn, state, ack)]
+        if fresh:
+            targets = [
+                c for c in self._subscribers.get(message.collection, ()) if c != conn
+            ]
+            out.extend(self._broadcast(targets, Changes(message.collection, tuple(fresh), True)))
+            self._fanned += len(fresh) * len(targets)
+        return out
+
+    def _on_pull(self, conn: ConnId, state: _Conn, message: Pull) -> list[Outgoing]:
+        self._pulls += 1
+        name = message.collection
+        since = message.since
+        head = self.store.head(name)
+        frames: list[bytes] = []
+        if since > head:
+            # The client has seen more than this store holds: the store was
+            # replaced by an older one. An empty snapshot at 0 tells the client to
+            # forget its cursor; it then gets the whole log (merging is idempotent).
+            logger.warning(
+                "connection %s pulled %r from %d, past the head %d; resetting it",
+                conn,
+                name,
+                since,
+                head,
+            )
+            frames.append(self._encode(state, Snapshot(name, 0, b"")))
+            since = 0
+        if head - since >= self.snapshot_after:
+            snap = self._snapshot_for(name, head)
+            if snap is not None and snap[0] > since:
+                frames.append(self._encode(state, Snapshot(name, snap[0], snap[1])))
+                self._snapshots += 1
+                since = snap[0]
+        while True:
+            page = self.store.read(name, since, self.page_ops)
+            last_page = len(page) < self.page_ops
+            if page:
+                since = page[-1].seq
+            if last_page or not page:
+                frames.append(self._encode(state, Changes(name, tuple(page), True)))
+                break
+            frames.append(self._encode(state, Changes(name, tuple(page), False)))
+        state.subscriptions.add(name)
+        self._subscribers.setdefault(name, set()).add(conn)
+        return [Outgoing(conn, tuple(frames))]
+
+    def _snapshot_for(self, name: str, head: int) -> tuple[int, bytes] | None:
+        stored = self.store.snapshot(name)
+        if stored is not None and head - stored[0] < self.snapshot_after:
+            return stored
+        return self.compact(name)
+
+    def compact(self, name: str) -> tuple[int, bytes] | None:
+        """Materialise the collection into a snapshot at its current head."""
+        doc = LoroDoc()
+        stored = self.store.snapshot(name)
+        since = 0
+        if stored is not None:
+            call_loro(doc.import_, stored[1])
+            since = stored[0]
+        while True:
+            page = self.store.read(name, since, 10_000)
+            if not page:
+                break
+            call_loro(doc.import_batch, [op.data for op in page])
+            since = page[-1].seq
+        if since == 0:
+            return None
+        data = bytes(doc.export(ExportMode.Snapshot()))
+        self.store.save_snapshot(name, since, data)
+        return since, data
+
+    # Output ------------------------------------------------------------------
+
+    def _encode(self, state: _Conn, message: Message) -> bytes:
+        return encode(message, checksum=state.checksums)
+
+    def _out(self, conn: ConnId, state: _Conn, message: Message) -> Outgoing:
+        return Outgoing(conn, (self._encode(state, message),))
+
+    def _broadcast(self, targets: Iterable[ConnId], message: Message) -> list[Outgoing]:
+        # Encode once per checksum setting, not once per connection.
+        cache: dict[bool, bytes] = {}
+        out = []
+        for target in targets:
+            state = self._conns.get(target)
+            if state is None:
+                continue
+            frame = cache.get(state.checksums)
+            if frame is None:
+                frame = cache[state.checksums] = encode(message, checksum=state.checksums)
+            out.append(Outgoing(target, (frame,)))
+        return out
+
+    def _error(
+        self, conn: ConnId, state: _Conn, code: str, text: str, *, close: bool
+    ) -> Outgoing:
+        frame = encode(Error(code, text[:1000], close), checksum=state.checksums)
+        return Outgoing(conn, (frame,), close=close)
+
+    def error_frame(self, code: str, text: str) -> bytes:
+        """An error frame for a connection the hub never saw (e.g. over limits)."""
+        return encode(Error(code, text[:1000], True))
+
+    def statistics(self) -> HubStatistics:
+        heads = {name: self.store.head(name) for name in self.store.collections()}
+        return HubStatistics(
+            connections=len(self._conns),
+            handshaken=sum(1 for c in self._conns.values() if c.replica is not None),
+            subscriptions={name: len(s) for name, s in self._subscribers.items()},
+            ops_stored=self._stored,
+            ops_duplicate=self._dupes,
+            ops_fanned_out=self._fanned,
+            pushes=self._pushes,
+            pulls=self._pulls,
+            snapshots_sent=self._snapshots,
+            errors=self._errors,
+            heads=heads,
+            client_status={
+                c.replica: dict(c.status)
+                for c in self._conns.values()
+                if c.replica is not None and c.status
+            },
+        )
+
+
+def hub_error_types() -> tuple[type[SyncError], ...]:
+    """The errors :meth:`Hub.handle` turns into error frames."""
+    return (ProtocolError, IntegrityError, StorageError)

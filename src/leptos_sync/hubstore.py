@@ -1,0 +1,309 @@
+"""The server's store: a per-collection log of operations with sequence numbers.
+
+Sequence numbers come from the store, inside the same transaction that appends
+the operations, never from memory: a restarted server (or, later, several server
+nodes sharing one database) continues exactly where the log ends. Operations are
+deduplicated by ``(replica, counter)``, so a client resending after a lost
+acknowledgement gets the original sequence number back.
+
+``HubStore.memory()`` is for tests and simulation; ``HubStore.sqlite(path)`` is the
+embedded default (WAL mode; ``durability="process"`` survives a killed server,
+``"power"`` also a power cut). Blobs carry a CRC32C that is verified whenever they
+are read; a mismatch raises :class:`IntegrityError` rather than serving bad data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ClosedError, IntegrityError, SchemaVersionError, StorageError
+from .protocol import Op, RemoteOp, crc32c
+from .storage import Durability
+
+__all__ = ["HubStore", "HubStoreStatistics", "MemoryHubStore", "SQLiteHubStore"]
+
+HUB_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where each pushed operation landed; ``new`` is false for duplicates."""
+
+    seq: int
+    new: bool
+
+
+@dataclass(frozen=True)
+class HubStoreStatistics:
+    collections: int
+    operations: int
+    bytes: int
+    heads: dict[str, int]
+
+
+class HubStore:
+    """Interface of the hub's stores; use :meth:`memory` or :meth:`sqlite`."""
+
+    server_id: str = ""
+
+    @staticmethod
+    def memory() -> MemoryHubStore:
+        return MemoryHubStore()
+
+    @staticmethod
+    def sqlite(path: str | Path, *, durability: Durability = "process") -> SQLiteHubStore:
+        return SQLiteHubStore(Path(path), durability=durability)
+
+    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+        raise NotImplementedError
+
+    def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
+        raise NotImplementedError
+
+    def head(self, collection: str) -> int:
+        raise NotImplementedError
+
+    def snapshot(self, collection: str) -> tuple[int, bytes] | None:
+        raise NotImplementedError
+
+    def save_snapshot(self, collection: str, seq: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def collections(self) -> list[str]:
+        raise NotImplementedError
+
+    def statistics(self) -> HubStoreStatistics:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryHubStore(HubStore):
+    """The hub's log in dicts."""
+
+    def __init__(self) -> None:
+        self.server_id = secrets.token_hex(8)
+        self._logs: dict[str, list[RemoteOp]] = {}
+        self._ids: dict[tuple[int, int], int] = {}
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._bytes = 0
+
+    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+        log = self._logs.setdefault(collection, [])
+        out = []
+        for op in ops:
+            known = self._ids.get((replica, op.counter))
+            if known is not None:
+                out.append(Appended(known, False))
+                continue
+            seq = len(log) + 1
+            log.append(RemoteOp(seq, replica, op.counter, op.hlc, op.data))
+            self._ids[(replica, op.counter)] = seq
+            self._bytes += len(op.data)
+            out.append(Appended(seq, True))
+        return out
+
+    def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
+        log = self._logs.get(collection, [])
+        return log[since : since + limit]
+
+    def head(self, collection: str) -> int:
+        return len(self._logs.get(collection, []))
+
+    def snapshot(self, collection: str) -> tuple[int, bytes] | None:
+        return self._snapshots.get(collection)
+
+    def save_snapshot(self, collection: str, seq: int, data: bytes) -> None:
+        self._snapshots[collection] = (seq, data)
+
+    def collections(self) -> list[str]:
+        return sorted(self._logs)
+
+    def statistics(self) -> HubStoreStatistics:
+        heads = {name: len(log) for name, log in self._logs.items()}
+        return HubStoreStatistics(len(heads), sum(heads.values()), self._bytes, heads)
+
+
+_HUB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (collection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ops (
+    collection TEXT NOT NULL, seq INTEGER NOT NULL,
+    replica INTEGER NOT NULL, counter INTEGER NOT NULL, hlc INTEGER NOT NULL,
+    data BLOB NOT NULL, crc INTEGER NOT NULL,
+    PRIMARY KEY (collection, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS ops_id ON ops (replica, counter);
+CREATE TABLE IF NOT EXISTS snapshots (
+    collection TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+    data BLOB NOT NULL, crc INTEGER NOT NULL);
+"""
+
+
+class SQLiteHubStore(HubStore):
+    """The hub's log in one SQLite file."""
+
+    def __init__(self, path: Path, *, durability: Durability = "process") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._closed = False
+        self._heads: dict[str, int] = {}
+        try:
+            self._db = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if durability == "power" else "NORMAL"
+            self._db.execute(f"PRAGMA synchronous={sync}")
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found > HUB_FORMAT_VERSION:
+                raise SchemaVersionError(
+                    f"{path} was written by a newer leptos_sync server "
+                    f"(format {found}; this one reads {HUB_FORMAT_VERSION})"
+                )
+            self._db.executescript(_HUB_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={HUB_FORMAT_VERSION}")
+            row = self._db.execute("SELECT value FROM meta WHERE key='server_id'").fetchone()
+            if row is None:
+                self.server_id = secrets.token_hex(8)
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('server_id', ?)",
+                    (self.server_id,),
+                )
+            else:
+                self.server_id = str(row[0])
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot open hub store {path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"hub store {self.path} is closed")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise StorageError(f"hub commit failed: {exc}") from exc
+
+    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+        out: list[Appended] = []
+        try:
+            with self._txn() as db:
+                # Read the head inside the write transaction: it is the store, not
+                # this process, that owns the sequence.
+                row = db.execute(
+                    "SELECT seq FROM heads WHERE collection=?", (collection,)
+                ).fetchone()
+                head = 0 if row is None else int(row[0])
+                rows = []
+                for op in ops:
+                    known = db.execute(
+                        "SELECT seq FROM ops WHERE replica=? AND counter=?",
+                        (replica, op.counter),
+                    ).fetchone()
+                    if known is not None:
+                        out.append(Appended(int(known[0]), False))
+                        continue
+                    head += 1
+                    rows.append(
+                        (collection, head, replica, op.counter, op.hlc, op.data,
+                         crc32c(op.data))
+                    )
+                    out.append(Appended(head, True))
+                if rows:
+                    db.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    db.execute(
+                        "INSERT INTO heads (collection, seq) VALUES (?, ?) "
+                        "ON CONFLICT(collection) DO UPDATE SET seq=excluded.seq",
+                        (collection, head),
+                    )
+        except sqlite3.IntegrityError as exc:
+            # Two ops of one push with the same counter: a client bug.
+            raise StorageError(f"duplicate operation in one push: {exc}") from exc
+        self._heads[collection] = head
+        return out
+
+    def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, replica, counter, hlc, data, crc FROM ops "
+                "WHERE collection=? AND seq>? ORDER BY seq LIMIT ?",
+                (collection, since, limit),
+            ).fetchall()
+        out = []
+        for seq, replica, counter, hlc, data, crc in rows:
+            if crc32c(data) != crc:
+                raise IntegrityError(
+                    f"hub log entry {collection}#{seq} fails its checksum; refusing "
+                    "to serve it (restore the server store from a backup)"
+                )
+            out.append(RemoteOp(seq, replica, counter, hlc, bytes(data)))
+        return out
+
+    def head(self, collection: str) -> int:
+        cached = self._heads.get(collection)
+        if cached is not None:
+            return cached
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq FROM heads WHERE collection=?", (collection,)
+            ).fetchone()
+        head = 0 if row is None else int(row[0])
+        self._heads[collection] = head
+        return head
+
+    def snapshot(self, collection: str) -> tuple[int, bytes] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq, data, crc FROM snapshots WHERE collection=?", (collection,)
+            ).fetchone()
+        if row is None:
+            return None
+        seq, data, crc = row
+        if crc32c(data) != crc:
+            raise IntegrityError(f"hub snapshot of {collection!r} fails its checksum")
+        return int(seq), bytes(data)
+
+    def save_snapshot(self, collection: str, seq: int, data: bytes) -> None:
+        with self._txn() as db:
+            db.execute(
+                "INSERT INTO snapshots (collection, seq, data, crc) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(collection) DO UPDATE SET seq=excluded.seq, "
+                "data=excluded.data, crc=excluded.crc",
+                (collection, seq, data, crc32c(data)),
+            )
+
+    def collections(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT collection FROM heads ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def statistics(self) -> HubStoreStatistics:
+        with self._lock:
+            heads = dict(self._db.execute("SELECT collection, seq FROM heads").fetchall())
+            size = self._db.execute("SELECT coalesce(sum(length(data)), 0) FROM ops")
+            total_bytes = int(size.fetchone()[0])
+        return HubStoreStatistics(len(heads), sum(heads.values()), total_bytes, heads)
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()

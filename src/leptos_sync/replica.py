@@ -1,0 +1,312 @@
+"""A replica: collections, their durable store and the client session, together.
+
+:class:`Replica` is synchronous and does no network I/O: the async manager (or the
+deterministic simulation) feeds it frames and collects the frames it wants sent.
+A local change flows like this, all before the editing call returns:
+
+1. the collection commits the change in Loro and hands over the update bytes;
+2. the replica gives it the next operation counter and writes update and outbox
+   entry to the store in one transaction;
+3. the session queues it and, when the collection is live, emits a push frame,
+   which waits in :attr:`Replica.outgoing` for the driver to send.
+
+Frames from the server are decoded, validated and applied the same way: remote
+operations are imported into the document and stored with the advanced cursor in
+one transaction; acknowledgements delete outbox entries with the cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
+from .crdt import Change, CollectionDoc
+from .errors import ClosedError, IntegrityError, ProtocolError, RemoteError
+from .protocol import DEFAULT_LIMITS, Limits, Op, decode, encode
+from .session import (
+    Acked,
+    ApplyRemote,
+    ApplySnapshot,
+    ClientSession,
+    Effect,
+    Live,
+    Send,
+    ServerError,
+    SessionStatistics,
+)
+from .storage import Quarantined, Storage, StoredState
+
+__all__ = ["Replica", "ReplicaStatistics"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaStatistics:
+    replica_id: int
+    collections: tuple[str, ...]
+    outbox_depth: int
+    local_ops: int
+    remote_ops_applied: int
+    bytes_sent: int
+    bytes_received: int
+    frames_sent: int
+    frames_received: int
+    integrity_failures: int
+    quarantined: int
+    snapshots_applied: int
+    session: SessionStatistics
+
+
+class Replica:
+    """One local replica of a set of collections.
+
+    Args:
+        storage: the durable local store.
+        clock: the time source for the hybrid logical clock.
+        checksums: put a CRC32C on every frame and require it on received frames.
+        compact_after: write a snapshot once a collection's log holds this many
+            updates, so that reopening stays fast.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        checksums: bool = True,
+        token: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        compact_after: int = 50_000,
+        max_batch_ops: int = 512,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock if clock is not None else SystemClock()
+        self.checksums = checksums
+        self.limits = limits
+        self.compact_after = compact_after
+        state: StoredState = storage.load()
+        self.replica_id = state.replica_id
+        self.hlc = HybridLogicalClock(
+            self.clock, self.replica_id, HLCTimestamp.unpack(state.hlc, self.replica_id)
+        )
+        self._counter = state.last_counter
+        self.session = ClientSession(
+            self.replica_id, checksums=checksums, token=token, max_batch_ops=max_batch_ops
+        )
+        self._stored = state
+        self._collections: dict[str, CollectionDoc] = {}
+        self._log_lengths: dict[str, int] = {}
+        self.outgoing: list[bytes] = []
+        self.on_outgoing: Callable[[], None] | None = None
+        self.on_change: Callable[[list[Change]], None] | None = None
+        self.on_effect: Callable[[Effect], None] | None = None
+        self.quarantined: list[Quarantined] = list(state.quarantined)
+        self._local_ops = self._remote_ops = self._integrity_failures = 0
+        self._snapshots = 0
+        self.bytes_sent = self.bytes_received = 0
+        self.frames_sent = self.frames_received = 0
+        self._closed = False
+        self.last_error: RemoteError | None = None
+        for item in self.quarantined:
+            self._integrity_failures += 1
+            logger.warning(
+                "replica %x: %s of %r failed its checksum; refetching the collection",
+                self.replica_id,
+                item.source,
+                item.collection,
+            )
+        # Collections that exist in the store are opened eagerly so that their
+        # outboxes are pushed even if the application has not asked for them yet.
+        for name in sorted(set(state.collections) | {op.collection for op in state.outbox}):
+            self.collection(name)
+
+    # Collections -------------------------------------------------------------
+
+    def collection(self, name: str) -> CollectionDoc:
+        """The collection ``name``, loaded from the store on first use."""
+        if self._closed:
+            raise ClosedError("the replica is closed")
+        coll = self._collections.get(name)
+        if coll is not None:
+            return coll
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise ProtocolError(f"invalid collection name {name!r}")
+        coll = CollectionDoc(
+            name, self.hlc, lambda update, hlc, changes: self._local(name, update, hlc, changes)
+        )
+        stored = self._stored.collections.get(name)
+        outbox = [op for op in self._stored.outbox if op.collection == name]
+        cursor = 0
+        if stored is not None:
+            blobs = ([stored.snapshot] if stored.snapshot else []) + stored.log
+            cursor = stored.cursor
+            if blobs:
+                try:
+                    coll.import_updates(blobs)
+                except IntegrityError:
+                    # The blobs passed their checksums but the engine refused
+                    # them: treat like corruption and refetch everything.
+                    self._integrity_failures += 1
+                    logger.warning("replica %x: stored %r unreadable; refetching", self.replica_id, name)
+                    cursor = 0
+                    self.storage.reset_cursor(name)
+            self._log_lengths[name] = len(stored.log)
+        if outbox:
+            # Unacknowledged local ops are also in the log, except when the log
+            # entry was lost to corruption: import them again (idempotent).
+            coll.import_updates([op.data for op in outbox])
+        coll.track_remote_changes()
+        self._collections[name] = coll
+        ops = [Op(op.counter, op.hlc, op.data) for op in outbox]
+        self._run(self.session.add_collection(name, cursor, ops))
+        return coll
+
+    def collections(self) -> list[str]:
+        return sorted(self._collections)
+
+    # Local changes -----------------------------------------------------------
+
+    def _local(
+        self, name: str, update: bytes, hlc: HLCTimestamp, changes: tuple[Change, ...]
+    ) -> None:
+        self._counter += 1
+        counter = self._counter
+        self.session.now_ns = self.clock.monotonic_ns()
+        packed = hlc.pack()
+        self.storage.append_local(name, counter, packed, update)
+        self._local_ops += 1
+        self._bump_log(name, 1)
+        self._run(self.session.local_op(name, Op(counter, packed, update)))
+        if self.on_change is not None and changes:
+            self.on_change(list(changes))
+
+    def _bump_log(self, name: str, count: int) -> None:
+        length = self._log_lengths.get(name, 0) + count
+        self._log_lengths[name] = length
+        if length >= self.compact_after:
+            self.compact(name)
+
+    def compact(self, name: str) -> None:
+        """Fold the collection's log into one snapshot in the store."""
+        coll = self._collections[name]
+        self.storage.save_snapshot(name, coll.export_snapshot(), self.session.cursor(name))
+        self._log_lengths[name] = 0
+
+    # Network events ----------------------------------------------------------
+
+    def connected(self) -> None:
+        self.session.now_ns = self.clock.monotonic_ns()
+        self._run(self.session.connected())
+
+    def disconnected(self) -> None:
+        self._run(self.session.disconnected())
+
+    def poll(self) -> None:
+        """Let the session resend what timed out (call every second or so)."""
+        self._run(self.session.poll(self.clock.monotonic_ns()))
+
+    def receive(self, frame: bytes) -> None:
+        """Handle one frame from the server.
+
+        Raises:
+            ProtocolError: the frame is invalid; the session is unchanged and the
+                driver should drop the connection.
+        """
+        self.frames_received += 1
+        self.bytes_received += len(frame)
+        message = decode(frame, self.limits, require_checksum=self.checksums)
+        self.session.now_ns = self.clock.monotonic_ns()
+        self._run(self.session.receive(message))
+
+    def take_outgoing(self) -> list[bytes]:
+        frames, self.outgoing = self.outgoing, []
+        return frames
+
+    # Effects -----------------------------------------------------------------
+
+    def _run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                frame = encode(effect.message, checksum=self.checksums)
+                self.outgoing.append(frame)
+                self.frames_sent += 1
+                self.bytes_sent += len(frame)
+            elif isinstance(effect, ApplyRemote):
+                self._apply_remote(effect)
+            elif isinstance(effect, Acked):
+                self.storage.acknowledge(
+                    effect.collection, list(effect.counters), effect.cursor, self.hlc.last.pack()
+                )
+            elif isinstance(effect, ApplySnapshot):
+                self._apply_snapshot(effect)
+            elif isinstance(effect, ServerError):
+                self.last_error = effect.error
+                logger.warning("replica %x: server error %s", self.replica_id, effect.error)
+            elif isinstance(effect, Live):
+                pass
+            if self.on_effect is not None:
+                self.on_effect(effect)
+        if self.outgoing and self.on_outgoing is not None:
+            self.on_outgoing()
+
+    def _apply_remote(self, effect: ApplyRemote) -> None:
+        coll = self._collections[effect.collection]
+        updates = [op.data for op in effect.ops]
+        top = max(effect.ops, key=lambda op: op.hlc)
+        self.hlc.observe(HLCTimestamp.unpack(top.hlc, top.replica))
+        try:
+            changes = coll.import_updates(updates)
+        except IntegrityError:
+            # A server-side corruption would have been refused there; a frame
+            # that passed its checksum but holds bad CRDT data is refused here.
+            self._integrity_failures += 1
+            raise
+        self.storage.append_remote(
+            effect.collection, updates, effect.cursor, self.hlc.last.pack()
+        )
+        self._remote_ops += len(updates)
+        self._bump_log(effect.collection, len(updates))
+        if self.on_change is not None and changes:
+            self.on_change(changes)
+
+    def _apply_snapshot(self, effect: ApplySnapshot) -> None:
+        coll = self._collections[effect.collection]
+        self.storage.reset_cursor(effect.collection)
+        if effect.data:
+            changes = coll.import_updates([effect.data])
+            self.storage.append_remote(
+                effect.collection, [effect.data], effect.cursor, self.hlc.last.pack()
+            )
+            self._snapshots += 1
+            if self.on_change is not None and changes:
+                self.on_change(changes)
+
+    # Introspection -----------------------------------------------------------
+
+    def outbox_depth(self) -> int:
+        return self.session.outbox_depth()
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            replica_id=self.replica_id,
+            collections=tuple(self.collections()),
+            outbox_depth=self.outbox_depth(),
+            local_ops=self._local_ops,
+            remote_ops_applied=self._remote_ops,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            frames_sent=self.frames_sent,
+            frames_received=self.frames_received,
+            integrity_failures=self._integrity_failures,
+            quarantined=len(self.quarantined),
+            snapshots_applied=self._snapshots,
+            session=self.session.statistics(),
+        )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.storage.close()
