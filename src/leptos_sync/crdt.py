@@ -276,21 +276,14 @@ class CollectionDoc:
         """A handle on a tree field (created empty if the field is absent)."""
         return TreeHandle(self, record_id, field_name)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> _Transaction:
         """Group edits into one change (one operation on the wire).
 
         Nested transactions join the outermost one. If the block raises, the edits
         made so far are still committed: Loro has no rollback, and an edit applied
         to the document must reach the other replicas to keep them equal.
         """
-        self._txn_depth += 1
-        try:
-            yield
-        finally:
-            self._txn_depth -= 1
-            if self._txn_depth == 0:
-                self._commit()
+        return _Transaction(self)
 
     # Remote changes and state transfer --------------------------------------
 
@@ -549,14 +542,69 @@ class _FieldHandle:
             )
         return container
 
-    @contextlib.contextmanager
-    def _edit(self) -> Iterator[Any]:
-        coll = self.collection
-        with coll.transaction():
-            container = self._container(create=True)
-            yield container
-            record = coll._require(self.record_id)
-            coll._touch(self.record_id, record, "update")
+    def _edit(self) -> _Edit:
+        return _Edit(self)
+
+
+class _Transaction:
+    """``with coll.transaction():`` (a class, not a generator: it is on the hot path)."""
+
+    __slots__ = ("coll",)
+
+    def __init__(self, coll: CollectionDoc) -> None:
+        self.coll = coll
+
+    def __enter__(self) -> None:
+        self.coll._txn_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        coll = self.coll
+        coll._txn_depth -= 1
+        if coll._txn_depth == 0:
+            coll._commit()
+
+
+class _Edit:
+    """One edit of a field: find (or create) the container, touch the metadata."""
+
+    __slots__ = ("handle", "record")
+
+    def __init__(self, handle: _FieldHandle) -> None:
+        self.handle = handle
+        self.record: LoroMap | None = None
+
+    def __enter__(self) -> Any:
+        handle = self.handle
+        coll = handle.collection
+        coll._txn_depth += 1
+        try:
+            record = coll._require(handle.record_id)
+            self.record = record
+            box = record.get(handle.field_name)
+            if box is None:
+                return record.insert_container(handle.field_name, handle._container_type())
+            container = box.container if _is_container(box) else None
+            if not isinstance(container, handle._container_type):
+                raise FieldKindError(
+                    f"{coll.name}/{handle.record_id}.{handle.field_name} is not a "
+                    f"{handle._kind.value} field"
+                )
+            return container
+        except BaseException:
+            self._finish()
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        handle = self.handle
+        if exc_type is None and self.record is not None:
+            handle.collection._touch(handle.record_id, self.record, "update")
+        self._finish()
+
+    def _finish(self) -> None:
+        coll = self.handle.collection
+        coll._txn_depth -= 1
+        if coll._txn_depth == 0:
+            coll._commit()
 
 
 class CounterHandle(_FieldHandle):

@@ -154,6 +154,7 @@ class SQLiteHubStore(HubStore):
         self._lock = threading.Lock()
         self._closed = False
         self._heads: dict[str, int] = {}
+        self._tops: dict[int, int] = {}
         try:
             self._db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False
@@ -209,14 +210,21 @@ class SQLiteHubStore(HubStore):
                 ).fetchone()
                 head = 0 if row is None else int(row[0])
                 rows = []
+                top = self._top_counter(replica)
                 for op in ops:
-                    known = db.execute(
-                        "SELECT seq FROM ops WHERE replica=? AND counter=?",
-                        (replica, op.counter),
-                    ).fetchone()
-                    if known is not None:
-                        out.append(Appended(int(known[0]), False))
-                        continue
+                    # A replica numbers its operations in increasing order, so a
+                    # counter above the highest stored one is new; only lower
+                    # counters (resends) need the index lookup.
+                    if op.counter <= top:
+                        known = db.execute(
+                            "SELECT seq FROM ops WHERE replica=? AND counter=?",
+                            (replica, op.counter),
+                        ).fetchone()
+                        if known is not None:
+                            out.append(Appended(int(known[0]), False))
+                            continue
+                    else:
+                        top = op.counter
                     head += 1
                     rows.append(
                         (collection, head, replica, op.counter, op.hlc, op.data,
@@ -232,9 +240,24 @@ class SQLiteHubStore(HubStore):
                     )
         except sqlite3.IntegrityError as exc:
             # Two ops of one push with the same counter: a client bug.
+            self._tops.pop(replica, None)
             raise StorageError(f"duplicate operation in one push: {exc}") from exc
+        except BaseException:
+            self._tops.pop(replica, None)
+            raise
         self._heads[collection] = head
+        self._tops[replica] = top
         return out
+
+    def _top_counter(self, replica: int) -> int:
+        top = self._tops.get(replica)
+        if top is None:
+            row = self._db.execute(
+                "SELECT max(counter) FROM ops WHERE replica=?", (replica,)
+            ).fetchone()
+            top = int(row[0]) if row and row[0] is not None else 0
+            self._tops[replica] = top
+        return top
 
     def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
         with self._lock:

@@ -218,11 +218,13 @@ class EndToEndSyncManager:
 
     def on_change(self, listener: Callable[[list[Change]], None]) -> Callable[[], None]:
         """Call ``listener`` with every batch of local and remote record changes."""
+        self.replica.track_changes()
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
     async def changes(self) -> AsyncIterator[Change]:
         """Every record change, local and remote, as it happens (until stopped)."""
+        self.replica.track_changes()
         queue: asyncio.Queue[Change] = asyncio.Queue()
         self._queues.append(queue)
         try:

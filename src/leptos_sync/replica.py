@@ -109,6 +109,7 @@ class Replica:
         self.bytes_sent = self.bytes_received = 0
         self.frames_sent = self.frames_received = 0
         self._closed = False
+        self._track_changes = False
         self.last_error: RemoteError | None = None
         for item in self.quarantined:
             self._integrity_failures += 1
@@ -155,10 +156,10 @@ class Replica:
                     self.storage.reset_cursor(name)
             self._log_lengths[name] = len(stored.log)
         if outbox:
-            # Unacknowledged local ops are also in the log, except when the log
-            # entry was lost to corruption: import them again (idempotent).
+            # Unacknowledged local ops live in the outbox until acknowledged.
             coll.import_updates([op.data for op in outbox])
-        coll.track_remote_changes()
+        if self._track_changes:
+            coll.track_remote_changes()
         self._collections[name] = coll
         ops = [Op(op.counter, op.hlc, op.data) for op in outbox]
         self._run(self.session.add_collection(name, cursor, ops))
@@ -166,6 +167,15 @@ class Replica:
 
     def collections(self) -> list[str]:
         return sorted(self._collections)
+
+    def track_changes(self) -> None:
+        """Report which records remote operations changed (costs a little per op).
+
+        Without it, remote changes are applied but not itemised in change events.
+        """
+        self._track_changes = True
+        for coll in self._collections.values():
+            coll.track_remote_changes()
 
     # Local changes -----------------------------------------------------------
 

@@ -3,10 +3,11 @@
 ``Storage.memory()`` keeps everything in this process; ``Storage.sqlite(path)`` and
 ``await Storage.indexeddb(name, version)`` keep it in an SQLite file (WAL mode).
 
-What one local change writes, in **one SQLite transaction**: the Loro update (to the
-collection's log) and the same operation in the outbox. When the server
-acknowledges an operation, its outbox entry is deleted together with the advanced
-cursor. On reopen the store gives back every collection (snapshot plus log), the
+What one local change writes, in **one SQLite transaction** (one row): the Loro
+update as an operation in the outbox, which is part of the collection's stored
+state from then on. When the server acknowledges an operation, its entry moves
+from the outbox to the collection's log together with the advanced cursor, in one
+transaction. On reopen the store gives back every collection (snapshot plus log), the
 outbox, the cursors, the replica id and the hybrid logical clock.
 
 Every stored blob carries a CRC32C, verified when it is read back. A blob that
@@ -146,7 +147,7 @@ class Storage:
         raise NotImplementedError
 
     def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
-        """Record a local change: the update in the log and the op in the outbox."""
+        """Record a local change as an outbox entry (moved to the log on ack)."""
         raise NotImplementedError
 
     def append_remote(
@@ -244,7 +245,6 @@ class MemoryStorage(Storage):
 
     def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
         self._check()
-        self._coll(collection).log.append(data)
         self._outbox[counter] = StoredOp(collection, counter, hlc, data)
         self._last_counter = max(self._last_counter, counter)
         self._hlc = max(self._hlc, hlc)
@@ -262,9 +262,11 @@ class MemoryStorage(Storage):
         self, collection: str, counters: list[int], cursor: int, hlc: int
     ) -> None:
         self._check()
-        for counter in counters:
-            self._outbox.pop(counter, None)
         state = self._coll(collection)
+        for counter in counters:
+            op = self._outbox.pop(counter, None)
+            if op is not None:
+                self._coll(op.collection).log.append(op.data)
         state.cursor = max(state.cursor, cursor)
         self._hlc = max(self._hlc, hlc)
 
@@ -541,16 +543,13 @@ class SQLiteStorage(Storage):
     # Writing -----------------------------------------------------------------
 
     def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
-        crc = crc32c(data)
+        # Only the outbox is written here; the acknowledgement moves the entry to
+        # the log. One insert per change keeps local writes cheap.
         with self._txn() as db:
-            db.execute(
-                "INSERT INTO log (collection, data, crc) VALUES (?, ?, ?)",
-                (collection, data, crc),
-            )
             db.execute(
                 "INSERT INTO outbox (counter, collection, hlc, data, crc) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (counter, collection, hlc, data, crc),
+                (counter, collection, hlc, data, crc32c(data)),
             )
 
     def append_remote(
@@ -568,9 +567,13 @@ class SQLiteStorage(Storage):
         self, collection: str, counters: list[int], cursor: int, hlc: int
     ) -> None:
         with self._txn() as db:
+            keys = [(c,) for c in counters]
             db.executemany(
-                "DELETE FROM outbox WHERE counter=?", [(c,) for c in counters]
+                "INSERT INTO log (collection, data, crc) "
+                "SELECT collection, data, crc FROM outbox WHERE counter=?",
+                keys,
             )
+            db.executemany("DELETE FROM outbox WHERE counter=?", keys)
             if counters:
                 self._raise_meta("last_counter", max(counters))
             self._set_cursor(collection, cursor)
