@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from loro import ExportMode, LoroDoc
 
 from .crdt import call_loro
-from .errors import IntegrityError, ProtocolError, StorageError, SyncError
+from .errors import (
+    IntegrityError,
+    MalformedMessageError,
+    ProtocolError,
+    StorageError,
+    SyncError,
+)
 from .hubstore import HubStore
 from .protocol import (
     DEFAULT_LIMITS,
@@ -193,6 +199,8 @@ class Hub:
     def _on_push(self, conn: ConnId, state: _Conn, message: Push) -> list[Outgoing]:
         assert state.replica is not None
         self._pushes += 1
+        for op in message.ops:
+            _check_update(op.counter, op.data)
         placed = self.store.append(message.collection, state.replica, message.ops)
         fresh: list[RemoteOp] = []
         for op, where in zip(message.ops, placed, strict=True):
@@ -276,6 +284,12 @@ class Hub:
             since = page[-1].seq
         if since == 0:
             return None
+        if doc.export_pending_updates() is not None:
+            # The log is in arrival order, not causal order: an op can be stored
+            # before one it depends on. A snapshot would leave it out while its
+            # sequence number counts as covered, so the client would never get
+            # it. Serve the log instead until the missing op arrives.
+            return None
         data = bytes(doc.export(ExportMode.Snapshot()))
         self.store.save_snapshot(name, since, data)
         return since, data
@@ -332,6 +346,17 @@ class Hub:
                 if c.replica is not None and c.status
             },
         )
+
+
+def _check_update(counter: int, data: bytes) -> None:
+    # Stored bytes are served to every replica: one that is not a CRDT update
+    # would make every pull fail, so it is refused before it reaches the log.
+    try:
+        call_loro(LoroDoc.decode_import_blob_meta, data, True)
+    except IntegrityError as exc:
+        raise MalformedMessageError(
+            f"op {counter} does not hold a CRDT update: {exc}"
+        ) from exc
 
 
 def hub_error_types() -> tuple[type[SyncError], ...]:

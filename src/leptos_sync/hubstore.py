@@ -210,8 +210,13 @@ class SQLiteHubStore(HubStore):
                 ).fetchone()
                 head = 0 if row is None else int(row[0])
                 rows = []
+                pushed: dict[int, int] = {}
                 top = self._top_counter(replica)
                 for op in ops:
+                    if op.counter in pushed:
+                        # Twice in one push: a duplicate, as in the memory store.
+                        out.append(Appended(pushed[op.counter], False))
+                        continue
                     # A replica numbers its operations in increasing order, so a
                     # counter above the highest stored one is new; only lower
                     # counters (resends) need the index lookup.
@@ -226,6 +231,7 @@ class SQLiteHubStore(HubStore):
                     else:
                         top = op.counter
                     head += 1
+                    pushed[op.counter] = head
                     rows.append(
                         (collection, head, replica, op.counter, op.hlc, op.data,
                          crc32c(op.data))
@@ -250,13 +256,14 @@ class SQLiteHubStore(HubStore):
         return out
 
     def _top_counter(self, replica: int) -> int:
-        top = self._tops.get(replica)
-        if top is None:
-            row = self._db.execute(
-                "SELECT max(counter) FROM ops WHERE replica=?", (replica,)
-            ).fetchone()
-            top = int(row[0]) if row and row[0] is not None else 0
-            self._tops[replica] = top
+        # Read inside the write transaction, never from a cache: another server
+        # node sharing this file may have stored the replica's later ops (an
+        # index seek on ops_id, one per push).
+        row = self._db.execute(
+            "SELECT max(counter) FROM ops WHERE replica=?", (replica,)
+        ).fetchone()
+        top = int(row[0]) if row and row[0] is not None else 0
+        self._tops[replica] = top
         return top
 
     def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
@@ -277,9 +284,7 @@ class SQLiteHubStore(HubStore):
         return out
 
     def head(self, collection: str) -> int:
-        cached = self._heads.get(collection)
-        if cached is not None:
-            return cached
+        # From the file, not a cache: other server nodes append to it too.
         with self._lock:
             row = self._db.execute(
                 "SELECT seq FROM heads WHERE collection=?", (collection,)

@@ -43,7 +43,7 @@ from .instruments import SyncInstruments
 from .monitoring.health import CheckResult, HealthChecks, HealthReport, HealthStatus
 from .monitoring.manager import MonitoringManager
 from .monitoring.metrics import MetricsRegistry
-from .protocol import Ping, Status, encode
+from .protocol import Ping, RemoteOp, Status, encode
 from .reliability.breaker import CircuitBreaker
 from .reliability.breaker_types import BreakerState, BreakerTransition
 from .reliability.config import log_disabled_features
@@ -140,6 +140,7 @@ class EndToEndSyncManager:
         self._reconnects = 0
         self._connected_once = False
         self._listeners: list[Callable[[list[Change]], None]] = []
+        self._op_listeners: list[Callable[[str, tuple[RemoteOp, ...]], None]] = []
         self._queues: list[asyncio.Queue[Change]] = []
         self.replica.on_outgoing = self._wake_writer.set
         self.replica.on_effect = self._on_effect
@@ -221,6 +222,20 @@ class EndToEndSyncManager:
         self.replica.track_changes()
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def on_operations(
+        self, listener: Callable[[str, tuple[RemoteOp, ...]], None]
+    ) -> Callable[[], None]:
+        """Call ``listener(collection, ops)`` with each batch of remote operations.
+
+        A tap on the raw operation stream (replica, counter, timestamp and Loro
+        update bytes), after the operations were applied and stored; for audit
+        logs, bridges to other systems, or replaying edits in an editor's own
+        document. Operations that arrive folded into a snapshot (a replica far
+        behind a long log) are not itemised here.
+        """
+        self._op_listeners.append(listener)
+        return lambda: self._op_listeners.remove(listener)
 
     async def changes(self) -> AsyncIterator[Change]:
         """Every record change, local and remote, as it happens (until stopped)."""
@@ -375,6 +390,9 @@ class EndToEndSyncManager:
         self._last_frame_ns = self.clock.monotonic_ns()
         self.instruments.connected.set(1)
         self.replica.connected()
+        # With no collection and an empty outbox there is no Live or Acked
+        # effect to wait for: being connected is being in sync.
+        self._update_synced()
         logger.info("replica %x connected to %s", self.replica.replica_id, self.transport.endpoint)
         tasks = [
             asyncio.ensure_future(self._reader(conn)),
@@ -415,6 +433,9 @@ class EndToEndSyncManager:
             self._last_frame_ns = self.clock.monotonic_ns()
             self.instruments.bytes_received.inc(len(frame))
             self.replica.receive(frame)
+            # The writer also writes behind what was received (one transaction
+            # for every frame that arrived meanwhile).
+            self._wake_writer.set()
             error = self.replica.last_error
             if error is not None:
                 self.replica.last_error = None
@@ -482,6 +503,11 @@ class EndToEndSyncManager:
         elif isinstance(effect, ApplyRemote):
             inst.ops_received.inc(len(effect.ops))
             self._synced_now()
+            for op_listener in tuple(self._op_listeners):
+                try:
+                    op_listener(effect.collection, effect.ops)
+                except Exception:
+                    logger.exception("operation listener failed")
         elif isinstance(effect, Live):
             self._synced_now()
             self._update_synced()

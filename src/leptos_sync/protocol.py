@@ -54,6 +54,8 @@ PROTOCOL_VERSION = 1
 FLAG_CRC = 0x01
 _KNOWN_FLAGS = FLAG_CRC
 _U64 = (1 << 64) - 1
+# Replica ids, op counters and sequence numbers are stored as SQLite INTEGERs
+# (signed 64-bit), so the wire bounds them to 63 bits like the HLC time part.
 _I63 = (1 << 63) - 1
 
 
@@ -414,7 +416,7 @@ def _hello(a: list[Any], lim: Limits) -> Hello:
     _arity(a, "hello", 4)
     token = None if a[2] is None else _str(a[2], "token", lim.max_text, empty=True)
     return Hello(
-        _int(a[0], "replica"),
+        _int(a[0], "replica", 0, _I63),
         _bool(a[1], "checksums"),
         token,
         _str(a[3], "client", lim.max_text, empty=True),
@@ -439,7 +441,7 @@ def _push(a: list[Any], lim: Limits) -> Push:
         _arity(entry, "op", 3)
         ops.append(
             Op(
-                _int(entry[0], "op counter", 1),
+                _int(entry[0], "op counter", 1, _I63),
                 _int(entry[1], "op hlc", 0, _I63),
                 _bytes(entry[2], "op data", lim.max_op_bytes),
             )
@@ -457,14 +459,14 @@ def _ack(a: list[Any], lim: Limits) -> Ack:
         raise MalformedMessageError("ack counters and seqs differ in length")
     return Ack(
         _collection(a[0], lim),
-        tuple(_int(c, "ack counter", 1) for c in counters),
-        tuple(_int(s, "ack seq", 1) for s in seqs),
+        tuple(_int(c, "ack counter", 1, _I63) for c in counters),
+        tuple(_int(s, "ack seq", 1, _I63) for s in seqs),
     )
 
 
 def _pull(a: list[Any], lim: Limits) -> Pull:
     _arity(a, "pull", 2)
-    return Pull(_collection(a[0], lim), _int(a[1], "since"))
+    return Pull(_collection(a[0], lim), _int(a[1], "since", 0, _I63))
 
 
 def _changes(a: list[Any], lim: Limits) -> Changes:
@@ -476,9 +478,9 @@ def _changes(a: list[Any], lim: Limits) -> Changes:
         _arity(entry, "remote op", 5)
         ops.append(
             RemoteOp(
-                _int(entry[0], "seq", 1),
-                _int(entry[1], "replica"),
-                _int(entry[2], "op counter", 1),
+                _int(entry[0], "seq", 1, _I63),
+                _int(entry[1], "replica", 0, _I63),
+                _int(entry[2], "op counter", 1, _I63),
                 _int(entry[3], "op hlc", 0, _I63),
                 _bytes(entry[4], "op data", lim.max_op_bytes),
             )
@@ -493,7 +495,7 @@ def _snapshot(a: list[Any], lim: Limits) -> Snapshot:
     _arity(a, "snapshot", 3)
     return Snapshot(
         _collection(a[0], lim),
-        _int(a[1], "seq"),
+        _int(a[1], "seq", 0, _I63),
         _bytes(a[2], "snapshot data", lim.max_frame_bytes),
     )
 

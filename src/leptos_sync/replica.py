@@ -110,6 +110,8 @@ class Replica:
         self.frames_sent = self.frames_received = 0
         self._closed = False
         self._track_changes = False
+        self._pending_remote: dict[str, tuple[list[bytes], int]] = {}
+        self._pending_acks: dict[str, tuple[list[int], int]] = {}
         self.last_error: RemoteError | None = None
         for item in self.quarantined:
             self._integrity_failures += 1
@@ -190,6 +192,8 @@ class Replica:
         self._local_ops += 1
         self._bump_log(name, 1)
         self._run(self.session.local_op(name, Op(counter, packed, update)))
+        if self.on_outgoing is not None:
+            self.on_outgoing()
         if self.on_change is not None and changes:
             self.on_change(list(changes))
 
@@ -202,6 +206,12 @@ class Replica:
     def compact(self, name: str) -> None:
         """Fold the collection's log into one snapshot in the store."""
         coll = self._collections[name]
+        self.persist()
+        if coll.has_pending():
+            # A snapshot leaves out updates still waiting for their dependencies,
+            # and saving it drops the log rows that hold them: wait until the
+            # missing updates arrive.
+            return
         self.storage.save_snapshot(name, coll.export_snapshot(), self.session.cursor(name))
         self._log_lengths[name] = 0
 
@@ -231,7 +241,18 @@ class Replica:
         self.session.now_ns = self.clock.monotonic_ns()
         self._run(self.session.receive(message))
 
+    def flush(self) -> None:
+        """Turn unsent local operations into push frames (window permitting)."""
+        self._run(self.session.flush())
+
     def take_outgoing(self) -> list[bytes]:
+        """Every frame waiting to be sent, local operations included.
+
+        Also writes behind what was received since the last call (see
+        :meth:`persist`).
+        """
+        self.flush()
+        self.persist()
         frames, self.outgoing = self.outgoing, []
         return frames
 
@@ -247,9 +268,9 @@ class Replica:
             elif isinstance(effect, ApplyRemote):
                 self._apply_remote(effect)
             elif isinstance(effect, Acked):
-                self.storage.acknowledge(
-                    effect.collection, list(effect.counters), effect.cursor, self.hlc.last.pack()
-                )
+                counters, _ = self._pending_acks.get(effect.collection, ([], 0))
+                counters.extend(effect.counters)
+                self._pending_acks[effect.collection] = (counters, effect.cursor)
             elif isinstance(effect, ApplySnapshot):
                 self._apply_snapshot(effect)
             elif isinstance(effect, ServerError):
@@ -264,8 +285,9 @@ class Replica:
 
     def _apply_remote(self, effect: ApplyRemote) -> None:
         coll = self._collections[effect.collection]
-        updates = [op.data for op in effect.ops]
-        top = max(effect.ops, key=lambda op: op.hlc)
+        ops = effect.ops + effect.own
+        updates = [op.data for op in ops]
+        top = max(ops, key=lambda op: op.hlc)
         self.hlc.observe(HLCTimestamp.unpack(top.hlc, top.replica))
         try:
             changes = coll.import_updates(updates)
@@ -274,16 +296,38 @@ class Replica:
             # that passed its checksum but holds bad CRDT data is refused here.
             self._integrity_failures += 1
             raise
-        self.storage.append_remote(
-            effect.collection, updates, effect.cursor, self.hlc.last.pack()
-        )
+        pending, _ = self._pending_remote.get(effect.collection, ([], 0))
+        pending.extend(updates)
+        self._pending_remote[effect.collection] = (pending, effect.cursor)
         self._remote_ops += len(updates)
         self._bump_log(effect.collection, len(updates))
         if self.on_change is not None and changes:
             self.on_change(changes)
 
+    def persist(self) -> None:
+        """Write received operations and acknowledgements to the store.
+
+        Remote operations and acknowledgements are applied in memory at once and
+        written behind, all that accumulated in one transaction, when the driver
+        next sends (or on close). Nothing is at risk meanwhile: the server holds
+        those operations, and the stored cursor only moves together with them,
+        so after a crash they are fetched (or acknowledged) again. Local changes
+        are never deferred: each is in the store before its call returns.
+        """
+        if not self._pending_remote and not self._pending_acks:
+            return
+        remote, self._pending_remote = self._pending_remote, {}
+        acks, self._pending_acks = self._pending_acks, {}
+        hlc = self.hlc.last.pack()
+        with self.storage.batch():
+            for name, (updates, cursor) in remote.items():
+                self.storage.append_remote(name, updates, cursor, hlc)
+            for name, (counters, cursor) in acks.items():
+                self.storage.acknowledge(name, counters, cursor, hlc)
+
     def _apply_snapshot(self, effect: ApplySnapshot) -> None:
         coll = self._collections[effect.collection]
+        self.persist()
         self.storage.reset_cursor(effect.collection)
         if effect.data:
             changes = coll.import_updates([effect.data])
@@ -318,5 +362,6 @@ class Replica:
 
     def close(self) -> None:
         if not self._closed:
+            self.persist()
             self._closed = True
             self.storage.close()

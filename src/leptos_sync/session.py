@@ -82,11 +82,17 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class ApplyRemote:
-    """Apply these operations and store them with the new cursor."""
+    """Apply these operations and store them with the new cursor.
+
+    ``own`` holds this replica's own operations coming back from the server.
+    Applying them again is usually a no-op (merging is idempotent), but after
+    local corruption the collection is refetched and they exist nowhere else.
+    """
 
     collection: str
     ops: tuple[RemoteOp, ...]
     cursor: int
+    own: tuple[RemoteOp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +268,10 @@ class ClientSession:
             coll.live = False
             coll.pull_sent_at = None
             self._requeue(coll, list(coll.in_flight.values()))
+            # Requeued ops are unsent again; left in flight too, a second
+            # disconnect would queue them twice and one push would carry an
+            # op twice.
+            coll.in_flight.clear()
             coll.batches.clear()
             coll.batch_of.clear()
         return []
@@ -273,9 +283,19 @@ class ClientSession:
             self.add_collection(collection)
             coll = self._colls[collection]
         coll.unsent.append(op)
-        if self.state is not SessionState.READY or len(coll.batches) >= self.window:
+        # Batches are cut in flush(), when the driver is ready to send: local
+        # changes made while the link is busy travel together in one push.
+        return []
+
+    def flush(self) -> list[Effect]:
+        """Cut push batches from what is unsent, as far as the window allows."""
+        if self.state is not SessionState.READY:
             return []
-        return self._fill(collection, coll)
+        effects: list[Effect] = []
+        for name, coll in self._colls.items():
+            if coll.unsent and len(coll.batches) < self.window:
+                effects.extend(self._fill(name, coll))
+        return effects
 
     def poll(self, now_ns: int) -> list[Effect]:
         """Let time pass: push again unacknowledged batches, pull again."""
@@ -344,6 +364,7 @@ class ClientSession:
         coll = self._require(message.collection)
         fresh: list[RemoteOp] = []
         own: list[int] = []
+        own_ops: list[RemoteOp] = []
         for op in message.ops:
             if op.seq <= coll.cursor or op.seq in coll.known:
                 self._skipped += 1
@@ -352,13 +373,18 @@ class ClientSession:
             if op.replica == self.replica_id:
                 # Our own operation, stored by the server (its ack was lost).
                 own.append(op.counter)
+                own_ops.append(op)
             else:
                 fresh.append(op)
         coll.advance()
         effects: list[Effect] = []
-        if fresh:
+        if fresh or own_ops:
             self._received += len(fresh)
-            effects.append(ApplyRemote(message.collection, tuple(fresh), coll.cursor))
+            effects.append(
+                ApplyRemote(
+                    message.collection, tuple(fresh), coll.cursor, tuple(own_ops)
+                )
+            )
         if own:
             effects.extend(self._acknowledge(message.collection, coll, own))
         if message.live and not coll.live:
@@ -388,7 +414,14 @@ class ClientSession:
         for seq in message.seqs:
             if seq > coll.cursor:
                 coll.known.add(seq)
-        return self._acknowledge(message.collection, coll, list(message.counters))
+        effects = self._acknowledge(message.collection, coll, list(message.counters))
+        if coll.known and coll.live and coll.pull_sent_at is None:
+            # The server sent every earlier op of a live collection before this
+            # ack, on this connection: a gap below it means one was lost.
+            coll.live = False
+            self._repulls += 1
+            effects.append(self._pull(message.collection, coll))
+        return effects
 
     def _acknowledge(self, name: str, coll: _Collection, counters: list[int]) -> list[Effect]:
         done: list[int] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -50,9 +50,35 @@ def uvicorn_config(
     )
 
 
-def run_server(server: SyncServer, host: str, port: int, **options: object) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
-    uvicorn.Server(uvicorn_config(server, host, port, **options)).run()  # type: ignore[arg-type]
+def run_server(
+    server: SyncServer,
+    host: str,
+    port: int,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    **options: object,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    ``on_ready`` is called with the WebSocket URL once the socket is bound (with
+    the real port when ``port`` is 0).
+    """
+    config = uvicorn_config(server, host, port, **options)  # type: ignore[arg-type]
+    userver = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(userver.serve())
+        while not userver.started and not task.done():
+            await asyncio.sleep(0.01)
+        if userver.started and on_ready is not None:
+            bound = userver.servers[0].sockets[0].getsockname()[1]
+            scheme = "wss" if options.get("ssl_certfile") else "ws"
+            on_ready(f"{scheme}://{host}:{bound}/ws")
+        await task
+
+    asyncio.run(main())
+    if not userver.started:
+        raise OSError(f"could not serve on {host}:{port}")
 
 
 @dataclass

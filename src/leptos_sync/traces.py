@@ -1,0 +1,133 @@
+"""Recorded editing traces (josephg/editing-traces format): loading and checking.
+
+Two formats exist. *Sequential*: ``startContent``, ``endContent`` and ``txns``, each
+a list of ``[position, deleted, inserted]`` patches applied in order by one
+writer. *Concurrent*: ``kind == "concurrent"``, ``numAgents``, ``endContent`` and
+``txns`` that also name their ``agent`` and causal ``parents``; a transaction's
+positions refer to the document obtained by merging its parents' states.
+Positions count Unicode code points.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+__all__ = ["Trace", "TraceError", "Txn", "load_trace"]
+
+
+class TraceError(UsageError):
+    """The trace file is missing, unreadable or not in a known format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    agent: int
+    parents: tuple[int, ...]
+    patches: tuple[tuple[int, int, str], ...]
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    concurrent: bool
+    start_content: str
+    end_content: str
+    num_agents: int
+    txns: tuple[Txn, ...]
+
+    @property
+    def patch_count(self) -> int:
+        return sum(len(t.patches) for t in self.txns)
+
+    def agent_txns(self, agent: int) -> list[int]:
+        """Indexes of the agent's transactions, in its (total) order."""
+        return [i for i, t in enumerate(self.txns) if t.agent == agent]
+
+    def replay_locally(self) -> str:
+        """Apply a sequential trace to a plain string (the reference result)."""
+        if self.concurrent:
+            raise TraceError("a concurrent trace has no single local order")
+        doc = list(self.start_content)
+        for txn in self.txns:
+            for pos, deleted, inserted in txn.patches:
+                doc[pos : pos + deleted] = inserted
+        return "".join(doc)
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a ``.json`` or ``.json.gz`` trace and check its shape.
+
+    Raises:
+        TraceError: with what is wrong and where.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
+    try:
+        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        data = json.loads(text)
+    except (OSError, EOFError, ValueError) as exc:
+        raise TraceError(f"{path} is not a (gzipped) JSON trace: {exc}") from exc
+    if not isinstance(data, dict) or "txns" not in data or "endContent" not in data:
+        raise TraceError(f"{path}: expected an object with 'txns' and 'endContent'")
+    concurrent = data.get("kind") == "concurrent"
+    end = _str(data.get("endContent"), path, "endContent")
+    start = "" if concurrent else _str(data.get("startContent", ""), path, "startContent")
+    agents = 1
+    if concurrent:
+        agents = data.get("numAgents")
+        if not isinstance(agents, int) or agents < 1:
+            raise TraceError(f"{path}: numAgents must be a positive integer")
+    txns_raw = data["txns"]
+    if not isinstance(txns_raw, list):
+        raise TraceError(f"{path}: 'txns' must be a list")
+    txns = tuple(
+        _txn(entry, i, path, concurrent, agents) for i, entry in enumerate(txns_raw)
+    )
+    name = path.name.split(".")[0]
+    return Trace(name, concurrent, start, end, agents, txns)
+
+
+def _str(value: Any, path: Path, field: str) -> str:
+    if not isinstance(value, str):
+        raise TraceError(f"{path}: {field} must be a string")
+    return value
+
+
+def _txn(entry: Any, index: int, path: Path, concurrent: bool, agents: int) -> Txn:
+    where = f"{path}: txns[{index}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("patches"), list):
+        raise TraceError(f"{where} must be an object with a 'patches' list")
+    patches = []
+    for patch in entry["patches"]:
+        if (
+            not isinstance(patch, list)
+            or len(patch) != 3
+            or not isinstance(patch[0], int)
+            or not isinstance(patch[1], int)
+            or not isinstance(patch[2], str)
+            or patch[0] < 0
+            or patch[1] < 0
+        ):
+            raise TraceError(f"{where}: a patch is [position, deleted, inserted]")
+        patches.append((patch[0], patch[1], patch[2]))
+    agent, parents = 0, ()
+    if concurrent:
+        agent = entry.get("agent")
+        if not isinstance(agent, int) or not 0 <= agent < agents:
+            raise TraceError(f"{where}: agent must be in 0..{agents - 1}")
+        raw_parents = entry.get("parents")
+        if not isinstance(raw_parents, list) or not all(
+            isinstance(p, int) and 0 <= p < index for p in raw_parents
+        ):
+            raise TraceError(f"{where}: parents must be indexes of earlier txns")
+        parents = tuple(raw_parents)
+    return Txn(agent, parents, tuple(patches))
