@@ -6,6 +6,7 @@ Every command reports failure as one line on stderr and a non-zero exit status
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -96,7 +97,9 @@ def _run_replay(trace: Path, url: str | None, replicas: int | None,
     from rich.progress import TimeElapsedColumn
 
     from .replay import replay
+    from .traces import load_trace
 
+    load_trace(trace)  # a bad trace is reported before any progress is drawn
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -228,46 +231,249 @@ def inspect(store: str, as_json: bool) -> None:
                    f"outbox {c['outbox']}, log {c['log_entries']}")
 
 
+#: The server figures ``status`` prints, in order: (label, metric sample name).
+_STATUS_FIGURES = (
+    ("connected clients", "leptos_sync_server_connected_clients"),
+    ("connections accepted", "leptos_sync_server_connections_total"),
+    ("operations stored", "leptos_sync_server_operations_stored"),
+    ("duplicates resent", "leptos_sync_server_operations_duplicate"),
+    ("deliveries fanned out", "leptos_sync_server_operations_fanned_out"),
+    ("frames received", "leptos_sync_server_frames_received_total"),
+    ("frames sent", "leptos_sync_server_frames_sent_total"),
+    ("bytes received", "leptos_sync_server_received_bytes_total"),
+    ("bytes sent", "leptos_sync_server_sent_bytes_total"),
+    ("connection errors", "leptos_sync_server_connection_errors_total"),
+    ("connections refused", "leptos_sync_server_rejected_total"),
+    ("uptime (s)", "leptos_sync_uptime_seconds"),
+)
+_HANDLING = "leptos_sync_server_frame_handling_seconds"
+
+
+def _http_base(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("ws"):
+        # A sync URL (ws://host:port/ws) names the same server.
+        base = "http" + base[2:].rsplit("/ws", 1)[0]
+    if not base.startswith(("http://", "https://")):
+        raise click.UsageError(
+            f"--url must be an http(s):// or ws(s):// URL, not {url!r}"
+        )
+    return base
+
+
+def _fetch_status(base: str) -> dict[str, Any]:
+    """Health, key figures and alerts of the server at ``base``, as plain data."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .server.dashboard import bucket_quantile
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            health_response = client.get(f"{base}/health")
+            metrics_response = client.get(f"{base}/metrics")
+            # Alert names and collection heads come from the dashboard's
+            # snapshot; a server without one still has /health and /metrics.
+            snapshot_response = client.get(f"{base}/dashboard/snapshot")
+    except httpx.HTTPError as exc:
+        raise SyncError(f"cannot reach {base}: {exc}") from exc
+
+    # /health answers 503 when failing, with the same body: still a report.
+    try:
+        health = health_response.json()
+        if not isinstance(health, dict) or "status" not in health:
+            raise ValueError("no status")
+    except ValueError as exc:
+        raise SyncError(
+            f"{base}/health answered {health_response.status_code} without a health "
+            "report; is this a leptos-sync server?"
+        ) from exc
+    if metrics_response.status_code != 200:
+        raise SyncError(f"{base}/metrics answered {metrics_response.status_code}")
+    snapshot: dict[str, Any] | None = None
+    if snapshot_response.status_code == 200:
+        with contextlib.suppress(ValueError):
+            snapshot = snapshot_response.json()
+
+    figures: dict[str, float] = {}
+    alert_counts: dict[str, float] = {}
+    buckets: list[tuple[float, int]] = []
+    try:
+        for family in text_string_to_metric_families(metrics_response.text):
+            for sample in family.samples:
+                if sample.name == "leptos_sync_alerts_active":
+                    key = (
+                        f"{sample.labels.get('state')} {sample.labels.get('severity')}"
+                    )
+                    alert_counts[key] = sample.value
+                elif sample.name == f"{_HANDLING}_bucket":
+                    buckets.append((float(sample.labels["le"]), int(sample.value)))
+                elif not sample.labels or family.name.endswith(
+                    ("_errors", "_rejected")
+                ):
+                    # Labelled counters are summed over their labels.
+                    figures[sample.name] = figures.get(sample.name, 0.0) + sample.value
+    except (ValueError, KeyError) as exc:
+        raise SyncError(
+            f"{base}/metrics is not in the Prometheus text format: {exc}"
+        ) from exc
+
+    count = figures.get(f"{_HANDLING}_count", 0.0)
+    latency = {
+        "frames": count,
+        "mean_seconds": figures.get(f"{_HANDLING}_sum", 0.0) / count if count else None,
+        "p99_seconds": bucket_quantile(sorted(buckets), 0.99),
+    }
+    alerts: list[dict[str, Any]] | None = None
+    if snapshot is not None:
+        alerts = snapshot.get("alerts")
+    return {
+        "url": base,
+        "health": health,
+        "metrics": figures,
+        "latency": latency,
+        "collections": None if snapshot is None else snapshot.get("collections"),
+        "alerts": alerts,
+        "alert_counts": {k: v for k, v in alert_counts.items() if v > 0},
+    }
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    out = click.echo
+    health = info["health"]
+    server_id = health.get("serviceId")
+    out(f"server   {info['url']}" + (f" (id {server_id})" if server_id else ""))
+    out(f"health   {health.get('status')}")
+    for key, items in health.get("checks", {}).items():
+        for item in items:
+            value = item.get("observedValue")
+            if isinstance(value, float):
+                value = f"{value:.3f}".rstrip("0").rstrip(".")
+            observed = (
+                "" if value is None else f"{value} {item.get('observedUnit', '')}"
+            )
+            line = f"  {key:<26} {item.get('status', '?'):<5} {observed:<18} "
+            out((line + item.get("output", "")).rstrip())
+
+    out("metrics")
+    figures = info["metrics"]
+    for label, name in _STATUS_FIGURES:
+        if name in figures:
+            digits = 1 if name == "leptos_sync_uptime_seconds" else 0
+            out(f"  {label:<26} {figures[name]:,.{digits}f}")
+    latency = info["latency"]
+    if latency["frames"]:
+        out(
+            f"  {'frame handling':<26} mean {_ms(latency['mean_seconds'])}, "
+            f"p99 {_ms(latency['p99_seconds'])} over {latency['frames']:,.0f} frames"
+        )
+    collections = info["collections"]
+    if collections:
+        heads = ", ".join(f"{c['name']}={c['head']}" for c in collections[:10])
+        more = f" (+{len(collections) - 10} more)" if len(collections) > 10 else ""
+        out(f"  {'collection heads':<26} {heads}{more}")
+
+    alerts = info["alerts"]
+    if alerts is None:
+        # No dashboard: the alert gauge gives counts by state and severity.
+        counts = sorted(info["alert_counts"].items())
+        listed = ", ".join(f"{value:g} {key}" for key, value in counts)
+        out(f"alerts   {listed or 'none'}")
+        return
+    out("alerts   " + ("none" if not alerts else f"{len(alerts)} active"))
+    for alert in alerts:
+        labels = alert.get("labels", {})
+        summary = alert.get("annotations", {}).get("summary", "")
+        out(
+            f"  {alert.get('status', '?'):<8} {labels.get('severity', '?'):<9} "
+            f"{labels.get('alertname', '?')}  {summary}".rstrip()
+        )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3g} ms"
+
+
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8765", show_default=True,
-              help="The server's HTTP base URL.")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8765",
+    show_default=True,
+    help="The server's HTTP base URL (its ws:// sync URL works too).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_clean_errors
 def status(url: str, as_json: bool) -> None:
     """Print a server's health, key metrics and active alerts."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    base = url.rstrip("/")
-    if base.startswith("ws"):
-        base = "http" + base[2:].rsplit("/ws", 1)[0]
-    try:
-        with httpx.Client(timeout=10) as client:
-            health = client.get(f"{base}/health").json()
-            metrics_text = client.get(f"{base}/metrics").text
-    except httpx.HTTPError as exc:
-        raise SyncError(f"cannot reach {base}: {exc}") from exc
-    figures: dict[str, float] = {}
-    alerts: list[str] = []
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == "leptos_sync_alerts_active" and sample.value > 0:
-                alerts.append(f"{sample.labels.get('severity')} "
-                              f"{sample.labels.get('state')}: {sample.value:g}")
-            elif not sample.labels:
-                figures[sample.name] = sample.value
+    info = _fetch_status(_http_base(url))
     if as_json:
-        click.echo(json.dumps({"health": health, "metrics": figures, "alerts": alerts},
-                              indent=2))
+        click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"health  {health.get('status')}")
-    for key, items in health.get("checks", {}).items():
-        item = items[0]
-        value = item.get("observedValue", "")
-        click.echo(f"  {key:<24} {item.get('status'):<5} {value} "
-                   f"{item.get('observedUnit', '')} {item.get('output', '')}".rstrip())
-    click.echo("metrics")
-    for name in sorted(figures):
-        if name.startswith("leptos_sync_server") or name.startswith("leptos_sync_uptime"):
-            click.echo(f"  {name:<48} {figures[name]:g}")
-    click.echo("alerts  " + ("none" if not alerts else "; ".join(alerts)))
+    _print_status(info)
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dest", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@_clean_errors
+def backup(store: str, dest: str, as_json: bool) -> None:
+    """Back up a replica or server STORE (online) into the new directory DEST."""
+    from .backup import backup_store
+
+    manifest = backup_store(store, dest)
+    if as_json:
+        click.echo(json.dumps(manifest.to_json(), indent=2))
+        return
+    entry = manifest.files[0]
+    click.echo(f"backup    {Path(dest).resolve()}")
+    click.echo(f"store     {manifest.kind} {manifest.store_id} ({manifest.source})")
+    click.echo(f"created   {manifest.created.isoformat()}")
+    click.echo(f"file      {entry.name}: {entry.size:,} bytes, sha256 {entry.sha256}")
+    click.echo("tables    " + ", ".join(f"{k} {v}" for k, v in manifest.tables.items()))
+    if manifest.bad_blobs:
+        click.echo(f"warning   {manifest.bad_blobs} corrupt blobs copied as they are "
+                   "(see `leptos-sync scrub`)", err=True)
+
+
+@main.command()
+@click.argument("backup_dir", metavar="BACKUP", type=click.Path(exists=True))
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--keep-identity", is_flag=True,
+              help="Keep the backup's replica or server id (see docs/reliability.md).")
+@click.option("--no-keep-previous", is_flag=True,
+              help="Do not keep the replaced store as STORE.pre-restore-<time>.")
+@_clean_errors
+def restore(backup_dir: str, store: str, keep_identity: bool,
+            no_keep_previous: bool) -> None:
+    """Verify BACKUP and replace STORE with it (stop its process first)."""
+    from .backup import restore_store
+
+    result = restore_store(backup_dir, store, new_identity=not keep_identity,
+                           keep_previous=not no_keep_previous)
+    click.echo(f"restored  {result.path} from the backup of "
+               f"{result.manifest.created.isoformat()}")
+    click.echo(f"identity  {result.manifest.kind} {result.old_id} -> {result.new_id}")
+    if result.previous is not None:
+        click.echo(f"previous  kept as {result.previous}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_clean_errors
+def scrub(store: str, as_json: bool) -> None:
+    """Verify every stored blob's checksum in a replica or server STORE."""
+    from .backup import scrub_store
+
+    report = scrub_store(store)
+    if as_json:
+        click.echo(json.dumps({
+            "store": str(report.path), "kind": report.kind, "checked": report.checked,
+            "bad": [str(b) for b in report.bad], "sqlite_integrity": report.sqlite_integrity,
+            "ok": report.ok,
+        }, indent=2))
+    else:
+        click.echo(f"{report.kind} store {report.path}: {report.describe()}")
+    if not report.ok:
+        sys.exit(1)

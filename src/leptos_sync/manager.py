@@ -128,6 +128,7 @@ class EndToEndSyncManager:
         log_disabled_features(reliability, logger)
 
         self._conn: Connection | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self._wake_writer = asyncio.Event()
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -143,8 +144,8 @@ class EndToEndSyncManager:
         self._op_listeners: list[Callable[[str, tuple[RemoteOp, ...]], None]] = []
         self._queues: list[asyncio.Queue[Change]] = []
         self.replica.on_outgoing = self._wake_writer.set
+        self.replica.on_local_op = self._on_local_op
         self.replica.on_effect = self._on_effect
-        self.replica.on_change = self._on_change
         self._update_synced()
 
     @classmethod
@@ -187,6 +188,7 @@ class EndToEndSyncManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._close_conn()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await self.monitoring.stop()
         self.replica.close()
         for queue in self._queues:
@@ -220,6 +222,7 @@ class EndToEndSyncManager:
     def on_change(self, listener: Callable[[list[Change]], None]) -> Callable[[], None]:
         """Call ``listener`` with every batch of local and remote record changes."""
         self.replica.track_changes()
+        self.replica.on_change = self._on_change
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -240,6 +243,7 @@ class EndToEndSyncManager:
     async def changes(self) -> AsyncIterator[Change]:
         """Every record change, local and remote, as it happens (until stopped)."""
         self.replica.track_changes()
+        self.replica.on_change = self._on_change
         queue: asyncio.Queue[Change] = asyncio.Queue()
         self._queues.append(queue)
         try:
@@ -411,8 +415,12 @@ class EndToEndSyncManager:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._conn = None
             self.instruments.connected.set(0)
-            with contextlib.suppress(Exception):
-                await conn.close()
+            # Close in the background: on a dead link the close handshake can
+            # only time out (10 s in websockets), and reconnecting must not wait
+            # for that, or a dead link would take that long to replace.
+            closing = asyncio.ensure_future(_close_quietly(conn))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
             if not self.replica._closed:
                 self.replica.disconnected()
             self._update_synced()
@@ -514,8 +522,12 @@ class EndToEndSyncManager:
         elif isinstance(effect, ServerError):
             inst.server_errors.inc()
 
+    def _on_local_op(self) -> None:
+        # A local change: not synced until it is acknowledged; the writer sends.
+        self._synced.clear()
+        self._wake_writer.set()
+
     def _on_change(self, changes: list[Change]) -> None:
-        self._update_synced()
         for listener in tuple(self._listeners):
             try:
                 listener(changes)
@@ -642,6 +654,11 @@ class EndToEndSyncManager:
 
 
 _STOP: Any = object()
+
+
+async def _close_quietly(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
 
 
 async def _with_timeout(clock: Clock, awaitable: Any, timeout_ns: int) -> Any:

@@ -127,6 +127,10 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
     manager = EndToEndSyncManager(
         Storage.sqlite(plan.store), Transport.websocket(plan.url), _config()
     )
+    # Agents tap the operation stream before connecting: what arrives with the
+    # first pull counts too.
+    inbox = _Inbox(plan.collection)
+    manager.on_operations(inbox.tap)
     try:
         await manager.start()
         coll = manager.collection(plan.collection)
@@ -134,7 +138,7 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
         if plan.role == "writer":
             await _write_sequential(manager, trace, plan, result, report)
         elif plan.role == "agent":
-            await _write_agent(manager, trace, plan, result, report)
+            await _write_agent(manager, trace, plan, result, report, inbox)
         await manager.wait_synced(plan.timeout)
         text = coll.text(RECORD, FIELD)
         try:
@@ -188,6 +192,7 @@ async def _write_agent(
     plan: _Plan,
     result: ReplayResult,
     report: Report,
+    inbox: _Inbox,
 ) -> None:
     coll = manager.collection(plan.collection)
     # Which trace transaction each remote operation carries: agent a's k-th
@@ -198,16 +203,8 @@ async def _write_agent(
         order = per_agent.setdefault(txn.agent, [])
         position[index] = len(order) + 1
         order.append(index)
-    arrived: dict[tuple[int, int], bytes] = {}
-    wake = asyncio.Event()
-
-    def tap(collection: str, ops: tuple[RemoteOp, ...]) -> None:
-        if collection == plan.collection:
-            for op in ops:
-                arrived[(op.replica, op.counter)] = op.data
-            wake.set()
-
-    manager.on_operations(tap)
+    arrived = inbox.arrived
+    wake = inbox.wake
 
     # The agent's own document starts from the seed alone (the record holding
     # the empty text), under a peer id of its own.
@@ -259,6 +256,21 @@ async def _write_agent(
     report(plan.index, "progress", done)
     del sub
     result.local_ops = done
+
+
+class _Inbox:
+    """Remote operations of one collection by ``(replica, counter)``."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.arrived: dict[tuple[int, int], bytes] = {}
+        self.wake = asyncio.Event()
+
+    def tap(self, collection: str, ops: tuple[RemoteOp, ...]) -> None:
+        if collection == self.collection and ops:
+            for op in ops:
+                self.arrived[(op.replica, op.counter)] = op.data
+            self.wake.set()
 
 
 def _missing_ancestors(trace: Trace, index: int, have: set[int]) -> list[int]:

@@ -102,6 +102,7 @@ class Replica:
         self.outgoing: list[bytes] = []
         self.on_outgoing: Callable[[], None] | None = None
         self.on_change: Callable[[list[Change]], None] | None = None
+        self.on_local_op: Callable[[], None] | None = None
         self.on_effect: Callable[[Effect], None] | None = None
         self.quarantined: list[Quarantined] = list(state.quarantined)
         self._local_ops = self._remote_ops = self._integrity_failures = 0
@@ -192,8 +193,8 @@ class Replica:
         self._local_ops += 1
         self._bump_log(name, 1)
         self._run(self.session.local_op(name, Op(counter, packed, update)))
-        if self.on_outgoing is not None:
-            self.on_outgoing()
+        if self.on_local_op is not None:
+            self.on_local_op()
         if self.on_change is not None and changes:
             self.on_change(list(changes))
 

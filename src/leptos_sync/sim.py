@@ -11,7 +11,8 @@ real time: frames travel through per-connection queues, time is a
 * delivering the next frame of a connection, or a fault: dropping, duplicating,
   reordering or corrupting a queued frame, cutting a connection, restarting the
   hub from its store (a new hub on the same memory store, or on the reopened
-  SQLite file), restarting a replica from its store;
+  SQLite file), restarting a replica from its store (gracefully, or killed
+  before it wrote behind what it received);
 * letting time pass, so that the replicas' ack and pull timeouts fire and the
   driver's heartbeat (ping after 5 s of silence, give up after 15 s) runs.
 
@@ -27,6 +28,11 @@ the scheduler runs until nothing moves. Then the invariants are checked:
 4. nothing was applied twice: each counter equals the sum of the increments
    made on it;
 5. a replica reopened from its store holds what it held before closing.
+
+The driver the simulation plays is the manager's: a frame the replica rejects
+drops the connection, a link silent for 15 s is dropped, and a dropped replica
+reconnects a random number of steps later (sometimes hundreds: a long offline
+stretch of edits).
 
 A failure raises :class:`SimulationFailure` (an ``AssertionError``) whose message
 names the seed and the command that replays it::
@@ -141,6 +147,7 @@ class SimReport:
     heartbeat_timeouts: int = 0
     hub_restarts: int = 0
     replica_restarts: int = 0
+    replica_crashes: int = 0
     acks_seen: int = 0
     heal_rounds: int = 0
     snapshots_sent: int = 0
@@ -175,7 +182,9 @@ class _LedgerMemoryStorage(MemoryStorage):
         self.ledger = ledger
         self.sim_replica_id = replica_id
 
-    def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
+    def append_local(
+        self, collection: str, counter: int, hlc: int, data: bytes
+    ) -> None:
         super().append_local(collection, counter, hlc, data)
         self.ledger.record(self.sim_replica_id, collection, counter, data)
 
@@ -194,7 +203,9 @@ class _LedgerSQLiteStorage(SQLiteStorage):
         self.ledger = ledger
         self.sim_replica_id = replica_id
 
-    def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
+    def append_local(
+        self, collection: str, counter: int, hlc: int, data: bytes
+    ) -> None:
         super().append_local(collection, counter, hlc, data)
         self.ledger.record(self.sim_replica_id, collection, counter, data)
 
@@ -548,7 +559,9 @@ class Simulation:
             return rng.choice(_WORDS) * rng.randint(1, 3)
         if kind == 6:
             return [self._json(depth - 1) for _ in range(rng.randint(0, 3))]
-        return {rng.choice(_WORDS): self._json(depth - 1) for _ in range(rng.randint(0, 3))}
+        return {
+            rng.choice(_WORDS): self._json(depth - 1) for _ in range(rng.randint(0, 3))
+        }
 
     # Faults -----------------------------------------------------------------
 
@@ -624,19 +637,27 @@ class Simulation:
 
     def _restart_replica(self) -> None:
         node = self.rng.choice(self.nodes)
-        self._log(f"replica {node.index} restarts")
-        self._drop_link(node, "replica restart")
-        self._reopen(node)
+        crash = self.rng.random() < 0.5
+        self._log(f"replica {node.index} {'crashes' if crash else 'restarts'}")
+        if crash:
+            # A killed process: what the replica holds in memory and has not
+            # written behind yet (received ops, acks) is gone; its store stays.
+            node.storage.close()
+            self._drop_link(node, "replica crash", dead=True)
+            self.report.replica_crashes += 1
+        else:
+            self._drop_link(node, "replica restart")
+        self._reopen(node, crashed=crash)
         self.report.replica_restarts += 1
 
-    def _reopen(self, node: _Node) -> None:
+    def _reopen(self, node: _Node, *, crashed: bool = False) -> None:
         self._count_session(node.replica)
-        if node.path is not None:
+        if not crashed:
             node.replica.close()
+        if node.path is not None:
             node.storage = self._new_storage(node.replica_id, node.path)
         else:
             assert isinstance(node.storage, _LedgerMemoryStorage)
-            node.replica.close()
             node.storage.reopen()
         node.replica = self._new_replica(node.storage)
         self._open_collections(node)
@@ -679,7 +700,7 @@ class Simulation:
         self._log(f"replica {node.index} connects as conn {link.conn}")
         self._flush(node)
 
-    def _drop_link(self, node: _Node, why: str) -> None:
+    def _drop_link(self, node: _Node, why: str, *, dead: bool = False) -> None:
         assert self.hub is not None
         link = node.link
         if link is None:
@@ -688,8 +709,9 @@ class Simulation:
         node.link = None
         del self.links[link.conn]
         self.hub.disconnect(link.conn)
-        node.replica.disconnected()
-        node.replica.take_outgoing()
+        if not dead:
+            node.replica.disconnected()
+            node.replica.take_outgoing()
 
     # Healing ------------------------------------------------------------------
 
@@ -760,7 +782,9 @@ class Simulation:
             self.report.heads[name] = self.hub_store.head(name)
         missing = sorted(set(self.ledger.ops) - set(logged))
         if missing:
-            self._fail(f"{len(missing)} local operations never reached the hub: {missing[:5]}")
+            self._fail(
+                f"{len(missing)} local operations never reached the hub: {missing[:5]}"
+            )
         unknown = sorted(set(logged) - set(self.ledger.ops))
         if unknown:
             self._fail(f"hub log holds operations nobody made: {unknown[:5]}")
@@ -800,17 +824,24 @@ class Simulation:
                 made = self.increments.get((name, record_id), 0)
                 held = want.get(record_id, {}).get("n")
                 if held != made:
-                    self._fail(f"{name}/{record_id}.n is {held}, increments sum to {made}")
+                    self._fail(
+                        f"{name}/{record_id}.n is {held}, increments sum to {made}"
+                    )
         self.report.digest = crc32c(
             repr(
-                [sorted(fresh.collection(n).to_dict().items()) for n in self.config.collections]
+                [
+                    sorted(fresh.collection(n).to_dict().items())
+                    for n in self.config.collections
+                ]
             ).encode()
         )
         fresh.close()
 
         # 5. A replica reopened from its store holds what it held.
         for node in self.nodes:
-            before = {n: node.replica.collection(n).to_dict() for n in self.config.collections}
+            before = {
+                n: node.replica.collection(n).to_dict() for n in self.config.collections
+            }
             self._drop_link(node, "final reopen")
             self._reopen(node)
             for name, state in before.items():
@@ -890,10 +921,6 @@ def run_seed(seed: int, **options: Any) -> SimReport:
     return Simulation(SimConfig(seed, **options), trace=trace).run()
 
 
-def iter_seeds(start: int, count: int) -> Iterator[int]:
-    return iter(range(start, start + count))
-
-
 # Command line -----------------------------------------------------------------
 
 
@@ -914,7 +941,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     args = parser.parse_args(argv)
 
-    seeds = [args.seed] if args.seed is not None else list(iter_seeds(args.start, args.seeds))
+    seeds = (
+        [args.seed]
+        if args.seed is not None
+        else list(range(args.start, args.start + args.seeds))
+    )
     failures = 0
     started = time.perf_counter()
     ops = 0

@@ -318,6 +318,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (counter, collection, hlc, data, crc) VALUES (?, ?, ?, ?, ?)"
+)
+
+
 class SQLiteStorage(Storage):
     """The embedded on-disk store (one SQLite file in WAL mode)."""
 
@@ -472,6 +477,20 @@ class SQLiteStorage(Storage):
                     "ON CONFLICT(collection) DO UPDATE SET seq=0",
                     (item.collection,),
                 )
+            if quarantined:
+                # Operations of this replica may be among what was set aside,
+                # and until the server sends them back the documents lack them:
+                # new changes would reuse their Loro ids (peer id + counter),
+                # which every other replica drops as already seen. A new replica
+                # id (also the Loro peer id) keeps new changes apart.
+                replica_id = new_replica_id()
+                self._set_meta("replica_id", replica_id)
+                logger.warning(
+                    "%s: new replica id %x after quarantining %d blobs",
+                    self.path,
+                    replica_id,
+                    len(quarantined),
+                )
             last_counter = max(
                 [self._meta_int("last_counter") or 0] + [op.counter for op in outbox]
             )
@@ -545,12 +564,13 @@ class SQLiteStorage(Storage):
     def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
         # Only the outbox is written here; the acknowledgement moves the entry to
         # the log. One insert per change keeps local writes cheap.
+        row = (counter, collection, hlc, data, crc32c(data))
+        if self._depth and not self._closed:
+            # Inside batch(): the transaction is open on this (the store's) thread.
+            self._db.execute(_INSERT_OUTBOX, row)
+            return
         with self._txn() as db:
-            db.execute(
-                "INSERT INTO outbox (counter, collection, hlc, data, crc) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (counter, collection, hlc, data, crc32c(data)),
-            )
+            db.execute(_INSERT_OUTBOX, row)
 
     def append_remote(
         self, collection: str, updates: list[bytes], cursor: int, hlc: int

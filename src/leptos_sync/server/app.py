@@ -2,7 +2,8 @@
 
 Routes: ``/ws`` (the sync protocol over WebSocket), ``/health`` (IETF health+json,
 200 for pass and warn, 503 for fail), ``/livez`` and ``/readyz`` (``/ready`` too),
-``/metrics`` (Prometheus text format).
+``/metrics`` (Prometheus text format), ``/dashboard`` (a live page, with
+``/dashboard/snapshot`` and ``/dashboard/events``; see :mod:`.dashboard`).
 
 Each WebSocket connection has a reader that hands frames to the
 :class:`~leptos_sync.hub.Hub` and a writer that drains the connection's own
@@ -47,6 +48,7 @@ from ..monitoring.manager import MonitoringManager
 from ..monitoring.metrics import MetricsRegistry
 from ..protocol import DEFAULT_LIMITS, Limits
 from ..reliability.health import HealthCheckConfig, HealthChecker
+from .dashboard import Dashboard
 
 __all__ = ["ServerLimits", "SyncServer", "create_app"]
 
@@ -111,9 +113,19 @@ class SyncServer:
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._accepting = True
+        self._closed = False
         self._started = time.monotonic()
         self._instrument()
         self.health_checker = self._build_health()
+        self.dashboard = Dashboard(
+            self.hub,
+            self.registry,
+            self.monitoring,
+            self.health_checker,
+            clock=self.clock,
+            server_id=store.server_id,
+            closing=lambda: not self._accepting,
+        )
         self.app = Starlette(
             routes=[
                 WebSocketRoute("/ws", self._ws_endpoint),
@@ -122,6 +134,7 @@ class SyncServer:
                 Route("/readyz", self._readyz),
                 Route("/ready", self._readyz),
                 Route("/metrics", self._metrics),
+                *self.dashboard.routes(),
             ],
             lifespan=self.lifespan,
         )
@@ -138,17 +151,28 @@ class SyncServer:
         finally:
             await self.shutdown()
 
-    async def shutdown(self) -> None:
-        """Stop accepting, close every client with 1001, close the store."""
-        if not self._accepting:
-            return
+    async def close_clients(self) -> int:
+        """Stop accepting and close every client with 1001 "going away".
+
+        Each frame is handled (and committed) synchronously, so no write is cut
+        in half: what a client sent before this either was handled or was not.
+        """
         self._accepting = False
+        self.dashboard.close()
         clients = list(self._clients.values())
         for client in clients:
             await self._close(client, GOING_AWAY, "server shutting down")
+        return len(clients)
+
+    async def shutdown(self) -> None:
+        """Close every client with 1001, stop monitoring, close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        clients = await self.close_clients()
         await self.monitoring.stop()
         self.store.close()
-        logger.info("sync server stopped after closing %d connections", len(clients))
+        logger.info("sync server stopped after closing %d connections", clients)
 
     @property
     def connection_count(self) -> int:
@@ -175,10 +199,10 @@ class SyncServer:
         finally:
             self.hub.disconnect(client.conn_id)
             self._clients.pop(client.conn_id, None)
+            # Let the writer send what is queued (an error frame, say) first.
             client.queue.put_nowait(None)
-            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+                await asyncio.wait_for(writer, timeout=5)
             if websocket.client_state is not WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
                     await websocket.close()

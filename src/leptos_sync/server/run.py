@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from dataclasses import dataclass
 
 import uvicorn
@@ -64,7 +65,7 @@ def run_server(
     the real port when ``port`` is 0).
     """
     config = uvicorn_config(server, host, port, **options)  # type: ignore[arg-type]
-    userver = uvicorn.Server(config)
+    userver = _Uvicorn(config, server)
 
     async def main() -> None:
         task = asyncio.create_task(userver.serve())
@@ -79,6 +80,22 @@ def run_server(
     asyncio.run(main())
     if not userver.started:
         raise OSError(f"could not serve on {host}:{port}")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, but clients hear 1001 "going away" from the sync server first.
+
+    uvicorn closes WebSockets with 1012 before the application's lifespan
+    shutdown runs; the sync server says goodbye itself, before that.
+    """
+
+    def __init__(self, config: uvicorn.Config, sync_server: SyncServer) -> None:
+        super().__init__(config)
+        self.sync_server = sync_server
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        await self.sync_server.close_clients()
+        await super().shutdown(sockets)
 
 
 @dataclass
@@ -105,7 +122,7 @@ async def serve_in_background(
 ) -> AsyncIterator[RunningServer]:
     """Serve in the running event loop; ``port=0`` picks a free port."""
     config = uvicorn_config(server, host, port, **options)  # type: ignore[arg-type]
-    userver = uvicorn.Server(config)
+    userver = _Uvicorn(config, server)
     userver.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(userver.serve())
     while not userver.started:

@@ -1,0 +1,239 @@
+"""Tests of EndToEndSyncManager over the in-memory transport (real asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from leptos_sync import (
+    EndToEndSyncManager,
+    HubStore,
+    Storage,
+    SyncConfig,
+    Transport,
+    fields,
+)
+from leptos_sync.clock import ManualClock
+from leptos_sync.crdt import Change
+from leptos_sync.transport.memory import InMemoryNetwork, InMemoryTransport
+
+# Short timeouts so lost frames are resent within a test's second or two.
+FAST = SyncConfig(
+    ack_timeout=0.15,
+    poll_interval=0.02,
+    heartbeat_interval=0.1,
+    heartbeat_timeout=0.4,
+    status_interval=None,
+)
+
+
+async def managers(
+    network: InMemoryNetwork, count: int, config: SyncConfig = FAST
+) -> list[EndToEndSyncManager]:
+    made = []
+    for _ in range(count):
+        manager = EndToEndSyncManager(
+            Storage.memory(), Transport.in_memory(network), config
+        )
+        manager.collection("c")
+        await manager.start()
+        made.append(manager)
+    return made
+
+
+@pytest.fixture
+async def network() -> AsyncIterator[InMemoryNetwork]:
+    yield InMemoryNetwork(seed=7)
+
+
+async def stop_all(ms: list[EndToEndSyncManager]) -> None:
+    for manager in ms:
+        await manager.stop()
+
+
+def states(ms: list[EndToEndSyncManager]) -> list[dict[str, object]]:
+    return [manager.collection("c").to_dict() for manager in ms]
+
+
+async def test_local_and_remote_changes_reach_callbacks_and_the_iterator(
+    network: InMemoryNetwork,
+) -> None:
+    """Local and remote changes are reported to on_change callbacks and to the
+    changes() async iterator."""
+    a, b = await managers(network, 2)
+    await asyncio.gather(a.wait_synced(2), b.wait_synced(2))
+    seen: list[Change] = []
+    unsubscribe = b.on_change(seen.extend)
+    stream = b.changes()
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)
+
+    b.collection("c").insert("mine", {"x": 1})
+    a.collection("c").insert("theirs", {"x": 2})
+    await a.wait_synced(2)
+    for _ in range(100):
+        if len(seen) >= 2:
+            break
+        await asyncio.sleep(0.01)
+
+    assert [(c.record_id, c.kind, c.origin) for c in seen] == [
+        ("mine", "insert", "local"),
+        ("theirs", "insert", "remote"),
+    ]
+    assert await first == Change("c", "mine", "insert", "local")
+    assert await stream.__anext__() == Change("c", "theirs", "insert", "remote")
+    unsubscribe()
+    a.collection("c").update("theirs", {"x": 3})
+    await asyncio.sleep(0.05)
+    assert len(seen) == 2
+    assert await stream.__anext__() == Change("c", "theirs", "update", "remote")
+    await stop_all([a, b])
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_converges_under_drop_duplicate_and_reorder(
+    network: InMemoryNetwork,
+) -> None:
+    """Three managers converge and wait_synced returns despite dropped,
+    duplicated and reordered frames."""
+    ms = await managers(network, 3)
+    await asyncio.gather(*(m.wait_synced(2) for m in ms))
+    for i, m in enumerate(ms):
+        m.collection("c").insert(f"ctr{i}", {"n": fields.counter()})
+    await asyncio.gather(*(m.wait_synced(2) for m in ms))
+
+    network.faults.drop = 0.15
+    network.faults.duplicate = 0.15
+    network.faults.reorder = 0.15
+    for round_ in range(25):
+        for i, m in enumerate(ms):
+            m.collection("c").counter(f"ctr{(i + round_) % 3}", "n").increment(1)
+        m.collection("c").upsert(f"r{round_ % 4}", {"round": round_})
+        await asyncio.sleep(0.005)
+    network.faults.drop = network.faults.duplicate = network.faults.reorder = 0.0
+    # A last write from each replica: its ack shows any change lost on the
+    # way to it (the session then pulls again).
+    for i, m in enumerate(ms):
+        m.collection("c").upsert(f"last{i}", {})
+    await asyncio.gather(*(m.wait_synced(3) for m in ms))
+
+    assert (
+        network.frames_dropped
+        and network.frames_duplicated
+        and network.frames_reordered
+    )
+    final = states(ms)
+    assert final[0] == final[1] == final[2]
+    assert sum(final[0][f"ctr{i}"]["n"] for i in range(3)) == 75  # type: ignore[index]
+    assert all(m.status().outbox_depth == 0 for m in ms)
+    await stop_all(ms)
+
+
+async def test_partitioned_manager_keeps_writing_and_converges_after_heal(
+    network: InMemoryNetwork,
+) -> None:
+    """A partitioned manager writes offline; after heal everyone converges."""
+    a, b = await managers(network, 2)
+    await asyncio.gather(a.wait_synced(2), b.wait_synced(2))
+    transport = a.transport
+    assert isinstance(transport, InMemoryTransport)
+    network.partition(transport)
+    for i in range(20):
+        a.collection("c").upsert(f"a{i}", {"i": i})
+        b.collection("c").upsert(f"b{i}", {"i": i})
+    await asyncio.sleep(0.05)
+    assert not a.online and a.status().outbox_depth == 20
+    with pytest.raises(TimeoutError):
+        await a.wait_synced(0.05)
+    network.heal()
+    await asyncio.gather(a.wait_synced(3), b.wait_synced(3))
+    final = states([a, b])
+    assert final[0] == final[1] and len(final[0]) == 40
+    assert a.status().reconnects >= 1
+    await stop_all([a, b])
+
+
+async def test_hub_restart_mid_stream_over_sqlite_loses_nothing(tmp_path: Path) -> None:
+    """Managers resume after the hub restarts from its SQLite store."""
+    store = HubStore.sqlite(tmp_path / "hub.sqlite3")
+    from leptos_sync import Hub
+
+    network = InMemoryNetwork(Hub(store))
+    a, b = await managers(network, 2)
+    for i in range(30):
+        a.collection("c").upsert(f"a{i}", {"i": i})
+        if i == 15:
+            store.close()
+            store = HubStore.sqlite(tmp_path / "hub.sqlite3")
+            network.restart_hub(store)
+        await asyncio.sleep(0.002)
+    await asyncio.gather(a.wait_synced(3), b.wait_synced(3))
+    final = states([a, b])
+    assert final[0] == final[1] and len(final[0]) == 30
+    assert store.head("c") == 30
+    await stop_all([a, b])
+    store.close()
+
+
+async def test_wait_synced_times_out_on_the_managers_clock() -> None:
+    """wait_synced(timeout) measures the timeout on the injected clock."""
+    clock = ManualClock()
+    network = InMemoryNetwork(clock=clock)
+    manager = EndToEndSyncManager(
+        Storage.memory(), Transport.in_memory(network), FAST, clock=clock
+    )
+    transport = manager.transport
+    assert isinstance(transport, InMemoryTransport)
+    network.partition(transport)
+    manager.collection("c").insert("r", {})
+    await manager.start()
+    waiting = asyncio.ensure_future(manager.wait_synced(10))
+    await clock.advance_async(9)
+    assert not waiting.done()
+    await clock.advance_async(1)
+    with pytest.raises(TimeoutError):
+        await waiting
+    await manager.stop()
+
+
+async def test_manager_restart_from_sqlite_delivers_its_outbox(
+    network: InMemoryNetwork, tmp_path: Path
+) -> None:
+    """Writes made by a stopped manager reach others after it restarts."""
+    path = tmp_path / "replica.sqlite3"
+    b = (await managers(network, 1))[0]
+    a = EndToEndSyncManager(Storage.sqlite(path), Transport.in_memory(network), FAST)
+    transport = a.transport
+    assert isinstance(transport, InMemoryTransport)
+    network.partition(transport)
+    await a.start()
+    a.collection("c").insert("offline", {"x": 1})
+    await a.stop()
+    network.heal()
+    again = EndToEndSyncManager(
+        Storage.sqlite(path), Transport.in_memory(network), FAST
+    )
+    await again.start()
+    await again.wait_synced(2)
+    await b.wait_synced(2)
+    for _ in range(100):
+        if "offline" in b.collection("c"):
+            break
+        await asyncio.sleep(0.01)
+    assert b.collection("c").get("offline") == {"x": 1}
+    await stop_all([again, b])
+
+
+async def test_regression_wait_synced_returns_without_collections(
+    network: InMemoryNetwork,
+) -> None:
+    """A connected manager with no collection and no outbox is synced
+    (wait_synced used to wait forever: no Live or Acked effect ever came)."""
+    manager = EndToEndSyncManager(Storage.memory(), Transport.in_memory(network), FAST)
+    await manager.start()
+    await manager.wait_synced(2)
+    await manager.stop()

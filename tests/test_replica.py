@@ -1,0 +1,393 @@
+"""Tests of a replica: local writes, sync through a hub, restarts, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leptos_sync import HubStore, Replica, Storage, fields
+from leptos_sync.errors import (
+    InvalidIdError,
+    InvalidValueError,
+    RecordNotFoundError,
+    SyncError,
+)
+from leptos_sync.protocol import Ack, Changes, Push, decode, encode
+
+Wire = Any
+
+
+def converged(*replicas: Replica, name: str = "c") -> dict[str, Any]:
+    states = [r.collection(name).to_dict() for r in replicas]
+    assert all(state == states[0] for state in states), states
+    return states[0]
+
+
+def test_local_change_is_stored_pushed_and_acknowledged(wire: Wire) -> None:
+    """A local write is in the stored outbox at once, pushed, and dropped from
+    the store when the acknowledgement is written behind."""
+    a = wire.replica()
+    notes = a.collection("c")
+    wire.pump()
+    notes.insert("n", {"x": 1})
+    assert a.storage.outbox_depth() == 1 and a.outbox_depth() == 1
+    (frame,) = a.take_outgoing()
+    push = decode(frame)
+    assert isinstance(push, Push) and push.ops[0].counter == 1
+    for out in wire.hub.handle(next(iter(wire.conns)), frame):
+        for reply in out.frames:
+            assert isinstance(decode(reply), Ack)
+            a.receive(reply)
+    assert a.outbox_depth() == 0
+    a.persist()
+    assert a.storage.outbox_depth() == 0
+    assert a.session.cursor("c") == 1
+
+
+def test_two_replicas_converge_on_every_field_kind(wire: Wire) -> None:
+    """Edits of every field kind on two replicas reach both."""
+    a, b = wire.replica(), wire.replica()
+    ca, cb = a.collection("c"), b.collection("c")
+    wire.pump()
+    ca.insert(
+        "r",
+        {
+            "v": 1,
+            "n": fields.counter(),
+            "t": fields.text("ab"),
+            "l": fields.list([1]),
+            "tr": fields.tree(),
+        },
+    )
+    wire.pump()
+    cb.counter("r", "n").increment(2)
+    ca.counter("r", "n").increment(3)
+    cb.text("r", "t").insert(2, "c")
+    ca.list("r", "l").append(2)
+    node = cb.tree("r", "tr").create(None, name="x")
+    ca.update("r", {"w": "new"})
+    wire.pump()
+    ca.tree("r", "tr").set_meta(node, name="y")
+    wire.pump()
+    state = converged(a, b)
+    assert (
+        state["r"]["n"] == 5 and state["r"]["t"] == "abc" and state["r"]["l"] == [1, 2]
+    )
+    assert state["r"]["tr"][0]["meta"] == {"name": "y"}
+
+
+@pytest.mark.parametrize(
+    ("record_id", "values", "error"),
+    [
+        (7, {"x": 1}, InvalidIdError),
+        ("", {"x": 1}, InvalidIdError),
+        ("r", {"x": {1, 2}}, InvalidValueError),
+        ("r", {"x": {3: "non-string key"}}, InvalidValueError),
+        ("r", {"x": "y" * (2 << 20)}, InvalidValueError),
+        ("r", {"$u": 1}, InvalidValueError),
+        ("r", {"": 1}, InvalidValueError),
+    ],
+)
+def test_bad_values_raise_and_change_nothing(
+    wire: Wire, record_id: Any, values: dict[str, Any], error: type[SyncError]
+) -> None:
+    """Bad values raise the specific SyncError subclass and change nothing: no
+    outbox entry, no frame, the document unchanged."""
+    a = wire.replica()
+    coll = a.collection("c")
+    coll.insert("keep", {"x": 1})
+    wire.pump()
+    before = (
+        coll.to_dict(),
+        coll.version(),
+        a.storage.outbox_depth(),
+        a.outbox_depth(),
+    )
+    with pytest.raises(error):
+        coll.insert(record_id, values)
+    with pytest.raises((error, RecordNotFoundError)):
+        coll.update(
+            "keep" if isinstance(record_id, str) and record_id else record_id, values
+        )
+    assert (
+        coll.to_dict(),
+        coll.version(),
+        a.storage.outbox_depth(),
+        a.outbox_depth(),
+    ) == before
+    assert a.take_outgoing() == []
+
+
+def test_offline_for_a_thousand_edits_then_everyone_converges(wire: Wire) -> None:
+    """A replica offline for 1,000 edits reconnects: all replicas converge, the
+    outbox empties, and no operation is applied twice."""
+    a, b, c = wire.replica(), wire.replica(), wire.replica()
+    for r in (a, b, c):
+        r.collection("c")
+    a.collection("c").insert("ctr", {"n": fields.counter()})
+    wire.pump()
+    wire.disconnect(a)
+    rng = random.Random(5)
+    total = 0
+    for i in range(1_000):
+        step = rng.randint(1, 3)
+        total += step
+        a.collection("c").counter("ctr", "n").increment(step)
+        if i % 50 == 0:
+            a.collection("c").upsert(f"r{i % 7}", {"i": i})
+    for i in range(30):
+        b.collection("c").counter("ctr", "n").increment(1)
+        c.collection("c").upsert(f"b{i}", {"i": i})
+    wire.pump()
+    assert a.outbox_depth() == 1_000 + 20
+
+    wire.connect(a)
+    wire.pump()
+    state = converged(a, b, c)
+    assert state["ctr"]["n"] == total + 30
+    assert [r.outbox_depth() for r in (a, b, c)] == [0, 0, 0]
+    assert a.storage.outbox_depth() == 0
+    assert wire.hub.store.head("c") == 1 + 1_020 + 60
+
+
+def test_dropped_frames_while_editing_then_restored_link_delivers_everything(
+    wire: Wire,
+) -> None:
+    """All of A's frames are dropped while A edits; once the link is restored,
+    B gets every edit."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    a_conn = next(conn for conn, r in wire.conns.items() if r is a)
+    wire.up_filter = lambda conn, frame: conn != a_conn
+    for i in range(40):
+        a.collection("c").upsert(f"r{i % 5}", {"i": i})
+        a.collection("c").counter(f"r{i % 5}", "n").increment(1)
+        wire.pump()
+    assert b.collection("c").to_dict() == {}
+    assert a.outbox_depth() == 80
+
+    wire.up_filter = None
+    # The dropped pushes time out and go again on the same connection.
+    wire.clock.advance(31)
+    a.poll()
+    wire.pump()
+    state = converged(a, b)
+    assert sum(record["n"] for record in state.values()) == 40
+    assert a.outbox_depth() == 0
+
+
+def test_lost_acks_are_resent_and_deduplicated(wire: Wire) -> None:
+    """Acks lost on the way down: the resend is acknowledged with the same seqs."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    wire.down_filter = lambda conn, frame: not isinstance(decode(frame), Ack)
+    a.collection("c").insert("r", {"n": fields.counter(1)})
+    a.collection("c").counter("r", "n").increment(1)
+    wire.pump()
+    assert a.outbox_depth() == 2
+    wire.down_filter = None
+    wire.clock.advance(31)
+    a.poll()
+    wire.pump()
+    assert a.outbox_depth() == 0
+    assert wire.hub.store.head("c") == 2
+    assert converged(a, b)["r"]["n"] == 2
+
+
+def test_register_writes_in_all_six_delivery_orders(wire: Wire) -> None:
+    """Delivering one replica's writes a=1, a=1.1 and another's b=2 in all six
+    orders leaves every replica with a=1.1 and b=2."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c").insert("r", {})
+    b.collection("c")
+    wire.pump()
+    base = wire.hub.store.head("c")
+    a.collection("c").update("r", {"a": 1})
+    a.collection("c").update("r", {"a": 1.1})
+    b.collection("c").update("r", {"b": 2})
+    wire.pump()
+    assert converged(a, b)["r"] == {"a": 1.1, "b": 2}
+    ops = wire.hub.store.read("c", base, 10)
+    assert len(ops) == 3
+
+    prefix = wire.hub.store.read("c", 0, base)
+    for order in itertools.permutations(ops):
+        readers = [Replica(Storage.memory(), clock=wire.clock) for _ in range(2)]
+        for reader in readers:
+            reader.collection("c")
+            reader.connected()
+            reader.receive(encode(_welcome()))
+            reader.receive(encode(Changes("c", tuple(prefix), True)))
+            for op in order:
+                reader.receive(encode(Changes("c", (op,), True)))
+            assert reader.collection("c").get("r") == {"a": 1.1, "b": 2}, order
+            assert reader.session.cursor("c") == base + 3
+
+
+def _welcome() -> Any:
+    from leptos_sync.protocol import Welcome
+
+    return Welcome("hub", 1 << 24, 10_000)
+
+
+def test_delete_on_one_replica_while_another_edits_is_agreed(wire: Wire) -> None:
+    """A record deleted on A while B edits it is deleted on every replica, by the
+    documented rule: delete wins over concurrent field edits."""
+    a, b, c = wire.replica(), wire.replica(), wire.replica()
+    for r in (a, b, c):
+        r.collection("c")
+    a.collection("c").insert(
+        "r", {"x": 1, "n": fields.counter(), "t": fields.text("t")}
+    )
+    a.collection("c").insert("other", {"x": 1})
+    wire.pump()
+    wire.disconnect(a)
+    wire.disconnect(b)
+    a.collection("c").delete("r")
+    b.collection("c").update("r", {"x": 2})
+    b.collection("c").counter("r", "n").increment(4)
+    b.collection("c").text("r", "t").insert(0, "edit ")
+    for r in (b, a):
+        wire.connect(r)
+    wire.pump()
+    assert converged(a, b, c) == {"other": {"x": 1}}
+
+
+def test_hub_restart_from_sqlite_mid_stream_loses_nothing(
+    tmp_path: Path, make_wire: Callable[..., Wire]
+) -> None:
+    """The hub restarts from its SQLite store in the middle of a stream: nothing
+    acknowledged is lost, clients resume from their cursors, nothing is applied
+    twice."""
+    path = tmp_path / "hub.sqlite3"
+    wire = make_wire(HubStore.sqlite(path))
+    a, b = wire.replica(), wire.replica()
+    for r in (a, b):
+        r.collection("c").insert(f"ctr-{r.replica_id}", {"n": fields.counter()})
+    wire.pump()
+    total = 0
+    for i in range(60):
+        writer = (a, b)[i % 2]
+        for r in (a, b):
+            rid = f"ctr-{r.replica_id}"
+            writer.collection("c").counter(rid, "n").increment(1)
+            total += 1
+        if i == 30:
+            # Mid-stream: deliver only part of what is queued, then restart.
+            for conn, replica in list(wire.conns.items()):
+                frames = replica.take_outgoing()
+                for frame in frames[: len(frames) // 2]:
+                    wire._route(wire.hub.handle(conn, frame))
+            acked_before = wire.hub.store.head("c")
+            cursors = (a.session.cursor("c"), b.session.cursor("c"))
+            wire.hub.store.close()
+            wire.restart_hub(HubStore.sqlite(path))
+            assert wire.hub.store.head("c") == acked_before
+            assert all(cur <= acked_before for cur in cursors)
+            for r in (a, b):
+                wire.connect(r)
+        wire.pump()
+    state = converged(a, b)
+    assert sum(record["n"] for record in state.values()) == total
+    assert a.outbox_depth() == b.outbox_depth() == 0
+    assert a.session.cursor("c") == b.session.cursor("c") == wire.hub.store.head("c")
+    wire.hub.store.close()
+
+
+def test_replica_restart_with_unacknowledged_outbox_delivers_it(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """A replica restarts from its SQLite store with an unacknowledged outbox:
+    those operations are delivered after the restart."""
+    path = tmp_path / "replica.sqlite3"
+    a = wire.replica(Storage.sqlite(path))
+    b = wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    wire.up_filter = lambda conn, frame: wire.conns.get(conn) is not a
+    for i in range(5):
+        a.collection("c").insert(f"r{i}", {"i": i, "n": fields.counter(i)})
+    wire.pump()
+    assert a.storage.outbox_depth() == 5
+    wire.disconnect(a)
+    a.close()
+    wire.up_filter = None
+
+    again = Replica(Storage.sqlite(path), clock=wire.clock)
+    assert again.outbox_depth() == 5
+    wire.connect(again)
+    wire.pump()
+    assert again.outbox_depth() == 0 and again.storage.outbox_depth() == 0
+    assert b.collection("c").to_dict() == {f"r{i}": {"i": i, "n": i} for i in range(5)}
+    converged(again, b)
+    again.close()
+
+
+def test_regression_compaction_keeps_updates_waiting_for_dependencies(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """Compacting while an imported update waits for its dependency keeps that
+    update (the snapshot left it out and the log row holding it was dropped)."""
+    a = wire.replica()
+    a.collection("c").insert("r", {"n": fields.counter()})
+    for _ in range(3):
+        a.collection("c").counter("r", "n").increment(1)
+    wire.pump()
+    ops = wire.hub.store.read("c", 0, 10)
+
+    path = tmp_path / "b.sqlite3"
+    b = Replica(Storage.sqlite(path), clock=wire.clock)
+    b.collection("c")
+    b.connected()
+    b.receive(encode(_welcome()))
+    # Ops 2-4 arrive before op 1, whose push was delayed.
+    b.receive(encode(Changes("c", tuple(ops[1:]), True)))
+    assert b.collection("c").has_pending()
+    b.compact("c")
+    b.receive(encode(Changes("c", ops[:1], True)))
+    assert b.collection("c").get("r") == {"n": 3}
+    b.compact("c")
+    b.close()
+    assert Replica(Storage.sqlite(path)).collection("c").get("r") == {"n": 3}
+
+
+def test_statistics_count_frames_and_ops(wire: Wire) -> None:
+    """Replica statistics count local ops, remote ops and frames."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c").insert("r", {})
+    b.collection("c")
+    wire.pump()
+    sa, sb = a.statistics(), b.statistics()
+    assert sa.local_ops == 1 and sb.remote_ops_applied == 1
+    assert sa.frames_sent >= 3 and sb.frames_received >= 2
+    assert sa.outbox_depth == 0 and sa.collections == ("c",)
+
+
+def test_regression_lost_fan_out_is_recovered_at_the_next_push(wire: Wire) -> None:
+    """A live change lost on the way to B is fetched again once B pushes and the
+    ack shows the gap (B used to stay behind while looking synced)."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    b_conn = next(conn for conn, r in wire.conns.items() if r is b)
+    wire.down_filter = lambda conn, frame: (
+        not (conn == b_conn and isinstance(decode(frame), Changes))
+    )
+    a.collection("c").insert("x", {})
+    wire.pump()
+    wire.down_filter = None
+    assert b.collection("c").to_dict() == {}
+    b.collection("c").insert("y", {})
+    wire.pump()
+    assert converged(a, b) == {"x": {}, "y": {}}
