@@ -34,6 +34,8 @@ class SyncConfig:
             reconnected; this bounds how long a dead link goes unnoticed.
         connect_timeout: how long one connection attempt may take.
         ack_timeout: push again what the server has not acknowledged by then.
+        resync_interval: ask the server again for anything after the cursor this
+            often, even when nothing seems missing (a cheap safety net).
         poll_interval: how often timeouts are checked.
         max_batch_ops: the most operations in one push frame.
         compact_after: fold a collection's local log into a snapshot after this
@@ -49,6 +51,7 @@ class SyncConfig:
     heartbeat_timeout: Duration = timedelta(seconds=15)
     connect_timeout: Duration = timedelta(seconds=10)
     ack_timeout: Duration = timedelta(seconds=30)
+    resync_interval: Duration = timedelta(seconds=60)
     poll_interval: Duration = timedelta(seconds=1)
     max_batch_ops: int = 512
     compact_after: int = 50_000
@@ -64,6 +67,7 @@ class SyncConfig:
             "heartbeat_timeout",
             "connect_timeout",
             "ack_timeout",
+            "resync_interval",
             "poll_interval",
         ):
             positive_ns(getattr(self, name), name)

@@ -110,8 +110,10 @@ class EndToEndSyncManager:
             compact_after=self.config.compact_after,
             max_batch_ops=self.config.max_batch_ops,
         )
+        self.replica.validate_metadata = integrity.metadata_validation
         self.replica.session.ack_timeout_ns = to_ns(self.config.ack_timeout)
         self.replica.session.pull_timeout_ns = to_ns(self.config.ack_timeout)
+        self.replica.session.resync_interval_ns = to_ns(self.config.resync_interval)
         self.registry = registry if registry is not None else MetricsRegistry()
         self.monitoring = MonitoringManager(
             self.config.monitoring, clock=self.clock, registry=self.registry
@@ -511,7 +513,7 @@ class EndToEndSyncManager:
         elif isinstance(effect, ApplyRemote):
             inst.ops_received.inc(len(effect.ops))
             self._synced_now()
-            for op_listener in tuple(self._op_listeners):
+            for op_listener in tuple(self._op_listeners) if effect.ops else ():
                 try:
                     op_listener(effect.collection, effect.ops)
                 except Exception:

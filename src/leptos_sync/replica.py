@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
 from .crdt import Change, CollectionDoc
 from .errors import ClosedError, IntegrityError, ProtocolError, RemoteError
-from .protocol import DEFAULT_LIMITS, Limits, Op, decode, encode
+from .protocol import DEFAULT_LIMITS, Limits, Op, RemoteOp, decode, encode
 from .session import (
     Acked,
     ApplyRemote,
@@ -111,6 +111,9 @@ class Replica:
         self.frames_sent = self.frames_received = 0
         self._closed = False
         self._track_changes = False
+        self.validate_metadata = False
+        self._hlc_seen: dict[int, tuple[int, int]] = {}
+        self._metadata_violations = 0
         self._pending_remote: dict[str, tuple[list[bytes], int]] = {}
         self._pending_acks: dict[str, tuple[list[int], int]] = {}
         self.last_error: RemoteError | None = None
@@ -288,6 +291,8 @@ class Replica:
         coll = self._collections[effect.collection]
         ops = effect.ops + effect.own
         updates = [op.data for op in ops]
+        if self.validate_metadata:
+            self._validate_metadata(effect.collection, ops)
         top = max(ops, key=lambda op: op.hlc)
         self.hlc.observe(HLCTimestamp.unpack(top.hlc, top.replica))
         try:
@@ -304,6 +309,28 @@ class Replica:
         self._bump_log(effect.collection, len(updates))
         if self.on_change is not None and changes:
             self.on_change(changes)
+
+    def _validate_metadata(self, name: str, ops: tuple[RemoteOp, ...]) -> None:
+        # A replica numbers its operations in order and its HLC only moves
+        # forward, so a later counter must carry a later timestamp. A violation
+        # is reported (counted and logged), not refused: the operation is valid
+        # CRDT data, and refusing it would make this replica diverge.
+        for op in ops:
+            seen = self._hlc_seen.get(op.replica)
+            if seen is not None and op.counter > seen[0] and op.hlc <= seen[1]:
+                self._metadata_violations += 1
+                self._integrity_failures += 1
+                logger.warning(
+                    "replica %x: op %d of replica %x in %r has HLC %d, not after %d",
+                    self.replica_id,
+                    op.counter,
+                    op.replica,
+                    name,
+                    op.hlc,
+                    seen[1],
+                )
+            if seen is None or op.counter > seen[0]:
+                self._hlc_seen[op.replica] = (op.counter, op.hlc)
 
     def persist(self) -> None:
         """Write received operations and acknowledgements to the store.

@@ -141,6 +141,7 @@ class _Collection:
     live: bool = False
     known: set[int] = field(default_factory=set)
     pull_sent_at: int | None = None
+    last_pull_at: int = 0
     unsent: deque[Op] = field(default_factory=deque)
     in_flight: dict[int, Op] = field(default_factory=dict)
     batch_of: dict[int, int] = field(default_factory=dict)
@@ -185,6 +186,7 @@ class ClientSession:
         window: most push batches in flight per collection.
         ack_timeout_ns: push again what is not acknowledged after this long.
         pull_timeout_ns: pull again when a pull is not answered after this long.
+        resync_interval_ns: pull a live collection again after this long (0: never).
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class ClientSession:
         window: int = 8,
         ack_timeout_ns: int = 30_000_000_000,
         pull_timeout_ns: int = 30_000_000_000,
+        resync_interval_ns: int = 60_000_000_000,
     ) -> None:
         self.replica_id = replica_id
         self.checksums = checksums
@@ -207,12 +210,13 @@ class ClientSession:
         self.window = window
         self.ack_timeout_ns = ack_timeout_ns
         self.pull_timeout_ns = pull_timeout_ns
+        self.resync_interval_ns = resync_interval_ns
         self.state = SessionState.DISCONNECTED
         self.server: str | None = None
         self.now_ns = 0
         self._colls: dict[str, _Collection] = {}
         self._pushed = self._acked = self._received = self._skipped = 0
-        self._batches = self._resends = self._repulls = 0
+        self._batches = self._resends = self._repulls = self._resyncs = 0
 
     # Setup -------------------------------------------------------------------
 
@@ -308,6 +312,17 @@ class ClientSession:
             if not coll.live and sent is not None and now_ns - sent >= self.pull_timeout_ns:
                 self._repulls += 1
                 effects.append(self._pull(name, coll))
+            elif (
+                coll.live
+                and self.resync_interval_ns
+                and now_ns - coll.last_pull_at >= self.resync_interval_ns
+            ):
+                # A live collection that lost the last change sent to it (on a
+                # link that drops frames) has no gap to notice; asking again from
+                # the cursor now and then finds it. Usually the answer is empty.
+                coll.last_pull_at = now_ns
+                self._resyncs += 1
+                effects.append(Send(Pull(name, coll.cursor)))
             stale = [
                 batch_id
                 for batch_id, batch in coll.batches.items()
@@ -456,6 +471,7 @@ class ClientSession:
     def _pull(self, name: str, coll: _Collection) -> Send:
         coll.live = False
         coll.pull_sent_at = self.now_ns
+        coll.last_pull_at = self.now_ns
         return Send(Pull(name, coll.cursor))
 
     def _requeue(self, coll: _Collection, ops: list[Op]) -> None:
