@@ -134,7 +134,11 @@ def _print_summary(summary: Any) -> None:
     for r in summary.results:
         verdict = "converged" if r.converged else f"FAILED {r.error or r.detail}"
         out(f"  replica {r.index} {r.role:<6} local {r.local_ops:>7,}  remote "
-            f"{r.remote_ops:>7,}  {r.seconds:6.2f} s  {verdict}")
+            f"{r.remote_ops:>7,}  {r.seconds:6.2f} s ({r.cpu_seconds:5.2f} s CPU)  "
+            f"{verdict}")
+    if summary.server_cpu_seconds is not None:
+        out(f"server process  {summary.server_cpu_seconds:.2f} s CPU, "
+            f"{(summary.server_rss_bytes or 0) / 2**20:.0f} MiB resident")
     health = summary.server_health
     if health is not None:
         checks = ", ".join(

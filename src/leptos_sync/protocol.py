@@ -432,9 +432,40 @@ def _welcome(a: list[Any], lim: Limits) -> Welcome:
     )
 
 
+def _fast_ops(value: Any, width: int, lim: Limits) -> list[list[Any]] | None:
+    """The op entries if every one is well formed, else ``None``.
+
+    A tight check for the common case; on any doubt the caller validates entry
+    by entry to say exactly what is wrong. The first fields are integers within
+    63 bits (the lower bounds are checked below), the last is bytes.
+    """
+    if type(value) is not list or len(value) > lim.max_ops_per_batch:
+        return None
+    limit = lim.max_op_bytes
+    for entry in value:
+        if type(entry) is not list or len(entry) != width:
+            return None
+        data = entry[-1]
+        if type(data) is not bytes or len(data) > limit:
+            return None
+        for number in entry[:-1]:
+            if type(number) is not int or not 0 <= number <= _I63:
+                return None
+        # Push entries start with the op counter; changes entries with the
+        # sequence number, the counter third. Both start at 1.
+        if entry[0] < 1 or (width == 5 and entry[2] < 1):
+            return None
+    return value
+
+
 def _push(a: list[Any], lim: Limits) -> Push:
     _arity(a, "push", 2)
     collection = _collection(a[0], lim)
+    fast = _fast_ops(a[1], 3, lim)
+    if fast is not None:
+        if not fast:
+            raise MalformedMessageError("push carries no operations")
+        return Push(collection, tuple(Op(c, h, d) for c, h, d in fast))
     ops = []
     for entry in _list(a[1], "push ops", lim.max_ops_per_batch):
         entry = _list(entry, "op", 3)
@@ -472,6 +503,11 @@ def _pull(a: list[Any], lim: Limits) -> Pull:
 def _changes(a: list[Any], lim: Limits) -> Changes:
     _arity(a, "changes", 3)
     collection = _collection(a[0], lim)
+    fast = _fast_ops(a[1], 5, lim)
+    if fast is not None:
+        remote = tuple(RemoteOp(*entry) for entry in fast)
+        if all(x.seq < y.seq for x, y in zip(remote, remote[1:])):
+            return Changes(collection, remote, _bool(a[2], "live"))
     ops = []
     for entry in _list(a[1], "changes ops", lim.max_ops_per_batch):
         entry = _list(entry, "remote op", 5)

@@ -71,6 +71,7 @@ class ReplayResult:
     bytes_received: int = 0
     converged: bool = False
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     error: str | None = None
     detail: str = ""
 
@@ -85,6 +86,8 @@ class ReplaySummary:
     results: list[ReplayResult] = field(default_factory=list)
     server_health: dict[str, Any] | None = None
     server_figures: dict[str, float] = field(default_factory=dict)
+    server_cpu_seconds: float | None = None
+    server_rss_bytes: int | None = None
 
     @property
     def converged(self) -> bool:
@@ -124,6 +127,7 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
     trace = load_trace(plan.trace_path)
     result = ReplayResult(plan.index, plan.role)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     manager = EndToEndSyncManager(
         Storage.sqlite(plan.store), Transport.websocket(plan.url), _config()
     )
@@ -140,6 +144,15 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
         elif plan.role == "agent":
             await _write_agent(manager, trace, plan, result, report, inbox)
         await manager.wait_synced(plan.timeout)
+        # Every transaction is one operation, after the seed's: wait until the
+        # cursor has passed them all, then read the text (reading brings the
+        # document state up to date, so it is done once, not while waiting).
+        session = manager.replica.session
+        total = 1 + len(trace.txns)
+        with contextlib.suppress(ReplayError):
+            await _until(
+                lambda: session.cursor(plan.collection) >= total, plan.timeout, "lagging"
+            )
         text = coll.text(RECORD, FIELD)
         try:
             await _until(
@@ -161,6 +174,7 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
     finally:
         await manager.stop()
         result.seconds = time.perf_counter() - started
+        result.cpu_seconds = time.process_time() - cpu_started
     return result
 
 
@@ -333,7 +347,7 @@ def _local_server(workdir: Path) -> Any:
             err = proc.stderr.read() if proc.stderr else ""
             raise ReplayError(f"the server did not start: {line.strip()} {err.strip()}")
         url = line.strip().split()[-1]
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -392,9 +406,14 @@ def replay(
     base.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.ExitStack() as stack:
-            server_url = url if url is not None else stack.enter_context(_local_server(base))
-            return _replay(trace, Path(trace_path), server_url, replicas, processes,
-                           timeout, on_progress, base)
+            pid = None
+            if url is None:
+                url, pid = stack.enter_context(_local_server(base))
+            summary = _replay(trace, Path(trace_path), url, replicas, processes,
+                              timeout, on_progress, base)
+            if pid is not None:
+                summary.server_cpu_seconds, summary.server_rss_bytes = _usage(pid)
+            return summary
     finally:
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
@@ -491,6 +510,18 @@ def _run_processes(plans: list[_Plan], note: Report, timeout: float) -> list[Rep
 
 async def _run_tasks(plans: list[_Plan], note: Report) -> list[ReplayResult]:
     return list(await asyncio.gather(*(_run_replica(p, note) for p in plans)))
+
+
+def _usage(pid: int) -> tuple[float | None, int | None]:
+    """CPU seconds and resident memory of the server process we started."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        return times.user + times.system, proc.memory_info().rss
+    except psutil.Error:
+        return None, None
 
 
 def _server_figures(url: str) -> tuple[dict[str, Any] | None, dict[str, float]]:

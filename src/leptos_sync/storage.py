@@ -318,6 +318,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+def _runs(counters: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of the sorted counters, as (first, last) pairs."""
+    runs: list[tuple[int, int]] = []
+    for counter in sorted(set(counters)):
+        if runs and counter == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], counter)
+        else:
+            runs.append((counter, counter))
+    return runs
+
+
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (counter, collection, hlc, data, crc) VALUES (?, ?, ?, ?, ?)"
 )
@@ -340,6 +351,7 @@ class SQLiteStorage(Storage):
         self._lock = threading.RLock()
         self._depth = 0
         self._closed = False
+        self._rows: list[tuple[int, str, int, bytes, int]] = []
         try:
             self._db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False
@@ -418,11 +430,13 @@ class SQLiteStorage(Storage):
             except BaseException:
                 self._depth -= 1
                 if outer:
+                    self._rows.clear()
                     self._db.execute("ROLLBACK")
                 raise
             self._depth -= 1
             if outer:
                 try:
+                    self._flush_outbox()
                     self._db.execute("COMMIT")
                 except sqlite3.DatabaseError as exc:
                     self._db.execute("ROLLBACK")
@@ -526,7 +540,8 @@ class SQLiteStorage(Storage):
         return int(row[0])
 
     def outbox_depth(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        stored = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return stored + len(self._rows)
 
     def cursors(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT collection, seq FROM cursors").fetchall())
@@ -566,11 +581,17 @@ class SQLiteStorage(Storage):
         # the log. One insert per change keeps local writes cheap.
         row = (counter, collection, hlc, data, crc32c(data))
         if self._depth and not self._closed:
-            # Inside batch(): the transaction is open on this (the store's) thread.
-            self._db.execute(_INSERT_OUTBOX, row)
+            # Inside batch(): the rows are inserted together just before the
+            # batch's commit, which is when they become durable anyway.
+            self._rows.append(row)
             return
         with self._txn() as db:
             db.execute(_INSERT_OUTBOX, row)
+
+    def _flush_outbox(self) -> None:
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self._db.executemany(_INSERT_OUTBOX, rows)
 
     def append_remote(
         self, collection: str, updates: list[bytes], cursor: int, hlc: int
@@ -587,13 +608,16 @@ class SQLiteStorage(Storage):
         self, collection: str, counters: list[int], cursor: int, hlc: int
     ) -> None:
         with self._txn() as db:
-            keys = [(c,) for c in counters]
+            # Acknowledgements come in runs of consecutive counters: one
+            # statement per run moves them from the outbox to the log.
+            self._flush_outbox()
+            runs = _runs(counters)
             db.executemany(
-                "INSERT INTO log (collection, data, crc) "
-                "SELECT collection, data, crc FROM outbox WHERE counter=?",
-                keys,
+                "INSERT INTO log (collection, data, crc) SELECT collection, data, crc "
+                "FROM outbox WHERE counter BETWEEN ? AND ? ORDER BY counter",
+                runs,
             )
-            db.executemany("DELETE FROM outbox WHERE counter=?", keys)
+            db.executemany("DELETE FROM outbox WHERE counter BETWEEN ? AND ?", runs)
             if counters:
                 self._raise_meta("last_counter", max(counters))
             self._set_cursor(collection, cursor)
