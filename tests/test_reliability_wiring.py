@@ -72,10 +72,15 @@ async def test_open_breaker_means_offline_then_the_outbox_flushes() -> None:
         assert manager.status().outbox_depth == 0
         assert network.hub.statistics().ops_stored == 20
         text = manager.metrics_text()
-        assert 'leptos_sync_breaker_transitions_total{from_state="closed",to_state="open"} 1.0' in text
+        assert (
+            'leptos_sync_breaker_transitions_total{from_state="closed",to_state="open"} 1.0'
+            in text
+        )
 
 
-async def test_breaker_state_survives_a_restart_on_the_same_store(tmp_path: object) -> None:
+async def test_breaker_state_survives_a_restart_on_the_same_store(
+    tmp_path: object,
+) -> None:
     """A breaker opened by one manager is still open in a new manager on the same
     SQLite store."""
     from pathlib import Path
@@ -87,7 +92,8 @@ async def test_breaker_state_survives_a_restart_on_the_same_store(tmp_path: obje
         reliability=ReliabilityConfig(
             retry_policy=RetryPolicy.Fixed(timedelta(milliseconds=10)),
             circuit_breaker=CircuitBreakerConfig.Enabled(
-                failure_threshold=1, recovery_timeout=timedelta(seconds=60),
+                failure_threshold=1,
+                recovery_timeout=timedelta(seconds=60),
                 half_open_max_calls=1,
             ),
         ),

@@ -52,8 +52,13 @@ def test_demo_exits_zero_and_prints_its_figures() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for label in ("operations      26,078", "throughput", "bytes on wire",
-                  "server health", "all replicas equal endContent"):
+    for label in (
+        "operations      26,078",
+        "throughput",
+        "bytes on wire",
+        "server health",
+        "all replicas equal endContent",
+    ):
         assert label in out, out
     assert out.count("converged") == 2
 
@@ -62,8 +67,13 @@ def test_replay_of_automerge_paper_converges() -> None:
     """``leptos-sync replay automerge-paper`` converges to endContent and prints
     its throughput."""
     result = subprocess.run(
-        [sys.executable, "-m", "leptos_sync", "replay",
-         str(TRACES / "automerge-paper.json.gz")],
+        [
+            sys.executable,
+            "-m",
+            "leptos_sync",
+            "replay",
+            str(TRACES / "automerge-paper.json.gz"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -81,9 +91,19 @@ def test_mismatch_exits_non_zero(tmp_path: Path) -> None:
     data["endContent"] += "!"
     trace.write_text(json.dumps(data))
     result = subprocess.run(
-        [sys.executable, "-m", "leptos_sync", "replay", str(trace), "--in-process",
-         "--timeout", "3"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "leptos_sync",
+            "replay",
+            str(trace),
+            "--in-process",
+            "--timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     assert "MISMATCH" in result.stdout
@@ -102,11 +122,15 @@ def test_mismatch_exits_non_zero(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_bad_trace_files_give_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
+def test_bad_trace_files_give_clear_errors(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     """Malformed trace files raise TraceError saying what is wrong."""
     path = tmp_path / "t.json"
     path.write_bytes(content)
-    with pytest.raises(TraceError, match="" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        TraceError, match="" + message.replace("(", r"\(").replace(")", r"\)")
+    ):
         load_trace(path)
 
 
@@ -116,7 +140,9 @@ def test_cli_reports_a_bad_trace_in_one_line(tmp_path: Path) -> None:
     path.write_bytes(b"garbage")
     result = subprocess.run(
         [sys.executable, "-m", "leptos_sync", "replay", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0

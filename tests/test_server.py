@@ -21,7 +21,10 @@ from leptos_sync.server import SyncServer, serve_in_background
 from leptos_sync.server.run import uvicorn_config
 
 FAST = SyncConfig(
-    heartbeat_interval=0.2, heartbeat_timeout=1.0, poll_interval=0.05, status_interval=0.2
+    heartbeat_interval=0.2,
+    heartbeat_timeout=1.0,
+    poll_interval=0.05,
+    status_interval=0.2,
 )
 
 
@@ -41,8 +44,12 @@ async def test_two_replicas_edit_offline_then_converge(tmp_path: Path) -> None:
     server = SyncServer(HubStore.sqlite(tmp_path / "hub.sqlite3"))
     async with serve_in_background(server) as running:
         url = running.url
-        a = EndToEndSyncManager(Storage.sqlite(tmp_path / "a.sqlite3"), Transport.websocket(url), FAST)
-        b = EndToEndSyncManager(Storage.sqlite(tmp_path / "b.sqlite3"), Transport.websocket(url), FAST)
+        a = EndToEndSyncManager(
+            Storage.sqlite(tmp_path / "a.sqlite3"), Transport.websocket(url), FAST
+        )
+        b = EndToEndSyncManager(
+            Storage.sqlite(tmp_path / "b.sqlite3"), Transport.websocket(url), FAST
+        )
         na, nb = a.collection("notes"), b.collection("notes")
         # Offline edits (not started yet): the changes wait in each outbox.
         na.insert("n1", {"title": "from a", "a": 1})
@@ -67,8 +74,12 @@ async def test_bad_frames_close_only_that_connection(tmp_path: Path) -> None:
     closed connection, while a good client keeps syncing throughout."""
     server = SyncServer(HubStore.sqlite(tmp_path / "hub.sqlite3"))
     async with serve_in_background(server) as running:
-        good_a = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), FAST)
-        good_b = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), FAST)
+        good_a = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), FAST
+        )
+        good_b = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), FAST
+        )
         async with good_a, good_b:
             ca, cb = good_a.collection("c"), good_b.collection("c")
             rng = random.Random(7)
@@ -80,7 +91,9 @@ async def test_bad_frames_close_only_that_connection(tmp_path: Path) -> None:
             attacks += [valid[: rng.randrange(1, len(valid))] for _ in range(5)]
             # msgpack array header claiming 2**32-1 elements, bin32 claiming 4 GiB.
             attacks.append(b"\x01\x00" + b"\xdd\xff\xff\xff\xff")
-            attacks.append(b"\x01\x00" + msgpack.packb([3, "c"])[:-1] + b"\xc6\xff\xff\xff\xff")
+            attacks.append(
+                b"\x01\x00" + msgpack.packb([3, "c"])[:-1] + b"\xc6\xff\xff\xff\xff"
+            )
             for i, attack in enumerate(attacks):
                 async with websockets.connect(running.url, compression=None) as ws:
                     await ws.send(attack)
@@ -145,8 +158,12 @@ async def test_abrupt_disconnects_leave_no_connections(tmp_path: Path) -> None:
         # Flat: well under a kilobyte of growth per vanished connection.
         assert rss_after - rss_before < 20 * 1024 * 1024
 
-        a = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), FAST)
-        b = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), FAST)
+        a = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), FAST
+        )
+        b = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), FAST
+        )
         async with a, b:
             a.collection("c").insert("x", {"v": 1})
             await a.wait_synced(10)
@@ -166,19 +183,18 @@ async def test_health_ready_metrics_endpoints(tmp_path: Path) -> None:
     """/health answers in the IETF format with uptime, /livez and /readyz pass, and
     /metrics exposes the server's counters in Prometheus text."""
     server = SyncServer(HubStore.sqlite(tmp_path / "hub.sqlite3"))
-    async with serve_in_background(server) as running:
-        async with httpx.AsyncClient() as http:
-            health = await http.get(f"{running.http_url}/health")
-            assert health.status_code == 200
-            assert health.headers["content-type"].startswith("application/health+json")
-            body = health.json()
-            assert body["status"] == "pass"
-            assert "store:responseTime" in body["checks"]
-            assert "uptime:uptime" in body["checks"]
-            for path in ("/livez", "/readyz", "/ready"):
-                assert (await http.get(running.http_url + path)).status_code == 200
-            metrics = await http.get(f"{running.http_url}/metrics")
-            assert "leptos_sync_server_connected_clients" in metrics.text
+    async with serve_in_background(server) as running, httpx.AsyncClient() as http:
+        health = await http.get(f"{running.http_url}/health")
+        assert health.status_code == 200
+        assert health.headers["content-type"].startswith("application/health+json")
+        body = health.json()
+        assert body["status"] == "pass"
+        assert "store:responseTime" in body["checks"]
+        assert "uptime:uptime" in body["checks"]
+        for path in ("/livez", "/readyz", "/ready"):
+            assert (await http.get(running.http_url + path)).status_code == 200
+        metrics = await http.get(f"{running.http_url}/metrics")
+        assert "leptos_sync_server_connected_clients" in metrics.text
 
 
 async def test_mounted_inside_a_starlette_app(tmp_path: Path) -> None:

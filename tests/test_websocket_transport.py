@@ -33,7 +33,9 @@ async def test_dead_link_is_detected_within_the_heartbeat_timeout() -> None:
 
     async with serve(silent, "127.0.0.1", 0, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
-        config = SyncConfig(heartbeat_interval=0.1, heartbeat_timeout=0.4, poll_interval=0.05)
+        config = SyncConfig(
+            heartbeat_interval=0.1, heartbeat_timeout=0.4, poll_interval=0.05
+        )
         manager = EndToEndSyncManager(
             Storage.memory(), Transport.websocket(f"ws://127.0.0.1:{port}/ws"), config
         )
@@ -82,8 +84,12 @@ async def test_large_batches_stay_under_the_frame_limit() -> None:
     server = SyncServer(HubStore.memory())
     async with serve_in_background(server) as running:
         config = SyncConfig(max_batch_ops=300, status_interval=None)
-        a = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), config)
-        b = EndToEndSyncManager(Storage.memory(), Transport.websocket(running.url), config)
+        a = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), config
+        )
+        b = EndToEndSyncManager(
+            Storage.memory(), Transport.websocket(running.url), config
+        )
         async with a, b:
             coll = a.collection("c")
             with a.batch():

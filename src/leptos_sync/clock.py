@@ -18,7 +18,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from .durations import NS_PER_MS, Duration, to_ns
@@ -108,8 +108,8 @@ class ManualClock:
     def _wall_from(value: datetime | float | int) -> int:
         if isinstance(value, datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+                value = value.replace(tzinfo=UTC)
+            delta = value - datetime(1970, 1, 1, tzinfo=UTC)
             return to_ns(delta)
         return to_ns(float(value) if isinstance(value, float) else int(value))
 
@@ -276,7 +276,7 @@ class HLCTimestamp:
 
     def to_datetime(self) -> datetime:
         """The wall-clock part, for display only (never for ordering)."""
-        return datetime.fromtimestamp(0, timezone.utc) + timedelta(
+        return datetime.fromtimestamp(0, UTC) + timedelta(
             milliseconds=self.wall_ms
         )
 

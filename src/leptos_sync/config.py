@@ -7,7 +7,7 @@ path itself. Every field has a default, so ``SyncConfig()`` is a working setup.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -42,6 +42,11 @@ class SyncConfig:
             many updates.
         status_interval: how often the replica reports its outbox depth and
             counters to the server (for its dashboard); ``None`` turns it off.
+        token_provider: an async callable returning a fresh token; called when
+            the server says the token expired (or refuses it), after which the
+            manager says hello again with the new token and resumes.
+        encryption: ``{collection: passphrase}`` for collections encrypted end
+            to end (names must start with ``e2e:``; see :mod:`leptos_sync.e2e`).
     """
 
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
@@ -56,12 +61,18 @@ class SyncConfig:
     max_batch_ops: int = 512
     compact_after: int = 50_000
     status_interval: Duration | None = timedelta(seconds=2)
+    token_provider: TokenProvider | None = field(default=None, repr=False)
+    encryption: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.reliability, ReliabilityConfig):
-            raise ConfigError("reliability", f"expected ReliabilityConfig, got {self.reliability!r}")
+            raise ConfigError(
+                "reliability", f"expected ReliabilityConfig, got {self.reliability!r}"
+            )
         if not isinstance(self.monitoring, MonitoringConfig):
-            raise ConfigError("monitoring", f"expected MonitoringConfig, got {self.monitoring!r}")
+            raise ConfigError(
+                "monitoring", f"expected MonitoringConfig, got {self.monitoring!r}"
+            )
         for name in (
             "heartbeat_interval",
             "heartbeat_timeout",
@@ -85,6 +96,15 @@ class SyncConfig:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
         if self.token is not None and not isinstance(self.token, str):
             raise ConfigError("token", "must be a string")
+        if self.token_provider is not None and not callable(self.token_provider):
+            raise ConfigError("token_provider", "must be an async callable")
+        for name, passphrase in self.encryption.items():
+            if not name.startswith("e2e:"):
+                raise ConfigError(
+                    "encryption", f"collection {name!r} must start with 'e2e:'"
+                )
+            if not isinstance(passphrase, str) or not passphrase:
+                raise ConfigError("encryption", f"the passphrase of {name!r} is empty")
 
     def __repr__(self) -> str:
         # Never print the token.

@@ -26,23 +26,12 @@ the changes made to the record on all replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import loro
-from loro import (
-    ExportMode,
-    LoroCounter,
-    LoroDoc,
-    LoroList,
-    LoroMap,
-    LoroText,
-    LoroTree,
-    VersionVector,
-)
+import loro as _loro
 
 from . import fields as F
 from .clock import HLCTimestamp, HybridLogicalClock
@@ -53,6 +42,19 @@ from .errors import (
     RecordExistsError,
     RecordNotFoundError,
 )
+
+# Loro's stubs type every value as a wide union that this module narrows at run
+# time (it checks what it gets); to the type checker, Loro is opaque here.
+loro: Any = _loro
+ExportMode: Any = _loro.ExportMode
+LoroCounter: Any = _loro.LoroCounter
+LoroDoc: Any = _loro.LoroDoc
+LoroList: Any = _loro.LoroList
+LoroMap: Any = _loro.LoroMap
+LoroText: Any = _loro.LoroText
+LoroTree: Any = _loro.LoroTree
+VersionVector: Any = _loro.VersionVector
+_List = list
 
 __all__ = [
     "Change",
@@ -304,13 +306,15 @@ class CollectionDoc:
             raise InvalidValueError(f"an update is bytes, got {type(update).__name__}")
         data = bytes(update)
         imported = self.import_updates([data])
-        changes = tuple(Change(self.name, c.record_id, c.kind, "local") for c in imported)
+        changes = tuple(
+            Change(self.name, c.record_id, c.kind, "local") for c in imported
+        )
         if self._sink is not None:
             self._sink(data, self.hlc.now(), changes)
 
     # Remote changes and state transfer --------------------------------------
 
-    def import_updates(self, updates: list[bytes]) -> list[Change]:
+    def import_updates(self, updates: _List[bytes]) -> _List[Change]:
         """Apply updates from other replicas; returns the records they changed.
 
         Updates may arrive in any order, twice, or before the updates they depend
@@ -374,7 +378,7 @@ class CollectionDoc:
         # a snapshot leaves them out: Loro hands them over only through here.
         return self.doc.export_pending_updates() is not None
 
-    def subscribe(self, listener: Callable[[list[Change]], None]) -> Callable[[], None]:
+    def subscribe(self, listener: Callable[[_List[Change]], None]) -> Callable[[], None]:
         """Call ``listener`` with the records each remote import changed.
 
         Returns a function that removes the listener.
@@ -634,7 +638,9 @@ class _Edit:
             self.record = record
             box = record.get(handle.field_name)
             if box is None:
-                return record.insert_container(handle.field_name, handle._container_type())
+                return record.insert_container(
+                    handle.field_name, handle._container_type()
+                )
             container = box.container if _is_container(box) else None
             if not isinstance(container, handle._container_type):
                 raise FieldKindError(

@@ -23,6 +23,11 @@ can tell "fix your code" from "try again later"::
     ├── TransportError             the link failed (connect refused, closed by peer)
     │   └── ConnectionClosedError
     ├── RemoteError                the server answered with an error message
+    ├── AccessError                the server refuses a client (code, fatal)
+    │   ├── UnauthorizedError      no token, a bad or a revoked one ("unauthorized")
+    │   ├── TokenExpiredError      the token expired; refresh it ("token-expired")
+    │   ├── ForbiddenError         no right to that collection ("forbidden")
+    │   └── RateLimitedError       too many frames or operations ("rate-limited")
     ├── StorageError               the local or hub store failed
     │   ├── SchemaVersionError     a store written by a newer version of this library
     │   └── IntegrityError         stored or received bytes fail their checksum
@@ -139,6 +144,44 @@ class RemoteError(SyncError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+class AccessError(SyncError):
+    """The server refuses what a client asked for (raised in the hub).
+
+    Attributes:
+        code: the error code the client receives.
+        fatal: whether the connection is closed after the error frame.
+    """
+
+    code = "access"
+    fatal = True
+
+
+class UnauthorizedError(AccessError):
+    """No token, a forged or malformed one, or a revoked one."""
+
+    code = "unauthorized"
+
+
+class TokenExpiredError(AccessError):
+    """The token has expired: the client sends a new hello with a fresh one."""
+
+    code = "token-expired"
+    fatal = False
+
+
+class ForbiddenError(AccessError):
+    """The token does not grant this action on this collection."""
+
+    code = "forbidden"
+    fatal = False
+
+
+class RateLimitedError(AccessError):
+    """The connection sent more frames or operations than its rate allows."""
+
+    code = "rate-limited"
 
 
 class StorageError(SyncError):

@@ -68,7 +68,9 @@ def counter(initial: int | float = 0) -> NewField:
 def text(initial: str = "") -> NewField:
     """A collaborative text field holding ``initial``."""
     if not isinstance(initial, str):
-        raise InvalidValueError(f"a text field holds a str, got {type(initial).__name__}")
+        raise InvalidValueError(
+            f"a text field holds a str, got {type(initial).__name__}"
+        )
     return NewField(FieldKind.TEXT, initial)
 
 

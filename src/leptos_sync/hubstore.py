@@ -57,10 +57,14 @@ class HubStore:
         return MemoryHubStore()
 
     @staticmethod
-    def sqlite(path: str | Path, *, durability: Durability = "process") -> SQLiteHubStore:
+    def sqlite(
+        path: str | Path, *, durability: Durability = "process"
+    ) -> SQLiteHubStore:
         return SQLiteHubStore(Path(path), durability=durability)
 
-    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+    def append(
+        self, collection: str, replica: int, ops: tuple[Op, ...]
+    ) -> list[Appended]:
         raise NotImplementedError
 
     def read(self, collection: str, since: int, limit: int) -> list[RemoteOp]:
@@ -95,7 +99,9 @@ class MemoryHubStore(HubStore):
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._bytes = 0
 
-    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+    def append(
+        self, collection: str, replica: int, ops: tuple[Op, ...]
+    ) -> list[Appended]:
         log = self._logs.setdefault(collection, [])
         out = []
         for op in ops:
@@ -170,7 +176,9 @@ class SQLiteHubStore(HubStore):
                 )
             self._db.executescript(_HUB_SCHEMA)
             self._db.execute(f"PRAGMA user_version={HUB_FORMAT_VERSION}")
-            row = self._db.execute("SELECT value FROM meta WHERE key='server_id'").fetchone()
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key='server_id'"
+            ).fetchone()
             if row is None:
                 self.server_id = secrets.token_hex(8)
                 self._db.execute(
@@ -199,7 +207,9 @@ class SQLiteHubStore(HubStore):
                 self._db.execute("ROLLBACK")
                 raise StorageError(f"hub commit failed: {exc}") from exc
 
-    def append(self, collection: str, replica: int, ops: tuple[Op, ...]) -> list[Appended]:
+    def append(
+        self, collection: str, replica: int, ops: tuple[Op, ...]
+    ) -> list[Appended]:
         out: list[Appended] = []
         try:
             with self._txn() as db:
@@ -233,8 +243,15 @@ class SQLiteHubStore(HubStore):
                     head += 1
                     pushed[op.counter] = head
                     rows.append(
-                        (collection, head, replica, op.counter, op.hlc, op.data,
-                         crc32c(op.data))
+                        (
+                            collection,
+                            head,
+                            replica,
+                            op.counter,
+                            op.hlc,
+                            op.data,
+                            crc32c(op.data),
+                        )
                     )
                     out.append(Appended(head, True))
                 if rows:
@@ -316,12 +333,16 @@ class SQLiteHubStore(HubStore):
 
     def collections(self) -> list[str]:
         with self._lock:
-            rows = self._db.execute("SELECT collection FROM heads ORDER BY 1").fetchall()
+            rows = self._db.execute(
+                "SELECT collection FROM heads ORDER BY 1"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def statistics(self) -> HubStoreStatistics:
         with self._lock:
-            heads = dict(self._db.execute("SELECT collection, seq FROM heads").fetchall())
+            heads = dict(
+                self._db.execute("SELECT collection, seq FROM heads").fetchall()
+            )
             size = self._db.execute("SELECT coalesce(sum(length(data)), 0) FROM ops")
             total_bytes = int(size.fetchone()[0])
         return HubStoreStatistics(len(heads), sum(heads.values()), total_bytes, heads)

@@ -28,7 +28,20 @@ BREAKER_STATE_VALUES = {
 }
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -71,7 +84,8 @@ class SyncInstruments:
             "leptos_sync_protocol_errors_total", "Invalid frames received."
         )
         self.server_errors = r.counter(
-            "leptos_sync_server_errors_total", "Error messages received from the server."
+            "leptos_sync_server_errors_total",
+            "Error messages received from the server.",
         )
         self.breaker_transitions = r.counter(
             "leptos_sync_breaker_transitions_total",

@@ -32,6 +32,7 @@ from .clock import Clock, SystemClock
 from .config import SyncConfig
 from .crdt import Change, CollectionDoc
 from .durations import NS_PER_SECOND, ns_to_timedelta, to_ns
+from .e2e import OpCipher
 from .errors import (
     CircuitOpenError,
     ClosedError,
@@ -43,14 +44,13 @@ from .instruments import SyncInstruments
 from .monitoring.health import CheckResult, HealthChecks, HealthReport, HealthStatus
 from .monitoring.manager import MonitoringManager
 from .monitoring.metrics import MetricsRegistry
-from .protocol import Ping, RemoteOp, Status, encode
+from .protocol import Ping, Push, RemoteOp, Status, encode
 from .reliability.breaker import CircuitBreaker
 from .reliability.breaker_types import BreakerState, BreakerTransition
 from .reliability.config import log_disabled_features
 from .reliability.health import HealthCheckConfig, HealthChecker
 from .replica import Replica
 from .session import Acked, ApplyRemote, Effect, Live, Send, ServerError
-from .protocol import Push
 from .storage import Storage
 from .transport.base import Connection, Transport
 
@@ -111,6 +111,9 @@ class EndToEndSyncManager:
             max_batch_ops=self.config.max_batch_ops,
         )
         self.replica.validate_metadata = integrity.metadata_validation
+        for name, passphrase in self.config.encryption.items():
+            cipher = OpCipher.from_passphrase(passphrase, name)
+            self.replica.encrypt_collection(name, cipher)
         self.replica.session.ack_timeout_ns = to_ns(self.config.ack_timeout)
         self.replica.session.pull_timeout_ns = to_ns(self.config.ack_timeout)
         self.replica.session.resync_interval_ns = to_ns(self.config.resync_interval)
@@ -145,6 +148,7 @@ class EndToEndSyncManager:
         self._listeners: list[Callable[[list[Change]], None]] = []
         self._op_listeners: list[Callable[[str, tuple[RemoteOp, ...]], None]] = []
         self._queues: list[asyncio.Queue[Change]] = []
+        self._refreshing: asyncio.Task[None] | None = None
         self.replica.on_outgoing = self._wake_writer.set
         self.replica.on_local_op = self._on_local_op
         self.replica.on_effect = self._on_effect
@@ -175,7 +179,9 @@ class EndToEndSyncManager:
         )
         await self.monitoring.start()
         logger.info(
-            "replica %x syncing with %s", self.replica.replica_id, self.transport.endpoint
+            "replica %x syncing with %s",
+            self.replica.replica_id,
+            self.transport.endpoint,
         )
 
     async def stop(self) -> None:
@@ -184,6 +190,8 @@ class EndToEndSyncManager:
             return
         self._running = False
         self._closed = True
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -194,7 +202,7 @@ class EndToEndSyncManager:
         await self.monitoring.stop()
         self.replica.close()
         for queue in self._queues:
-            queue.put_nowait(_STOP)  # type: ignore[arg-type]
+            queue.put_nowait(_STOP)
         logger.info("replica %x stopped", self.replica.replica_id)
 
     async def __aenter__(self) -> EndToEndSyncManager:
@@ -318,7 +326,9 @@ class EndToEndSyncManager:
     async def health(self) -> HealthReport:
         """Run the configured health checks (each with its timeout)."""
         report = await self.health_checker.run()
-        return self.monitoring.health(report.checks, service_id=f"{self.replica.replica_id:x}")
+        return self.monitoring.health(
+            report.checks, service_id=f"{self.replica.replica_id:x}"
+        )
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -382,9 +392,10 @@ class EndToEndSyncManager:
 
     async def _connect(self) -> Connection:
         async def attempt() -> Connection:
-            return await _with_timeout(
+            conn: Connection = await _with_timeout(
                 self.clock, self.transport.connect(), to_ns(self.config.connect_timeout)
             )
+            return conn
 
         if self.breaker.state is BreakerState.DISABLED:
             return await attempt()
@@ -399,7 +410,11 @@ class EndToEndSyncManager:
         # With no collection and an empty outbox there is no Live or Acked
         # effect to wait for: being connected is being in sync.
         self._update_synced()
-        logger.info("replica %x connected to %s", self.replica.replica_id, self.transport.endpoint)
+        logger.info(
+            "replica %x connected to %s",
+            self.replica.replica_id,
+            self.transport.endpoint,
+        )
         tasks = [
             asyncio.ensure_future(self._reader(conn)),
             asyncio.ensure_future(self._writer(conn)),
@@ -431,11 +446,17 @@ class EndToEndSyncManager:
         self._last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ProtocolError):
             self.instruments.protocol_errors.inc()
-            logger.warning("replica %x dropped a bad frame: %s", self.replica.replica_id, exc)
+            logger.warning(
+                "replica %x dropped a bad frame: %s", self.replica.replica_id, exc
+            )
         elif isinstance(exc, SyncError | OSError):
             logger.info("replica %x link lost: %s", self.replica.replica_id, exc)
         else:
-            logger.error("replica %x: unexpected error in the link", self.replica.replica_id, exc_info=exc)
+            logger.error(
+                "replica %x: unexpected error in the link",
+                self.replica.replica_id,
+                exc_info=exc,
+            )
 
     async def _reader(self, conn: Connection) -> None:
         while True:
@@ -464,7 +485,9 @@ class EndToEndSyncManager:
         heartbeat = to_ns(self.config.heartbeat_interval)
         timeout = to_ns(self.config.heartbeat_timeout)
         status_every = (
-            None if self.config.status_interval is None else to_ns(self.config.status_interval)
+            None
+            if self.config.status_interval is None
+            else to_ns(self.config.status_interval)
         )
         last_ping = last_status = self.clock.monotonic_ns()
         nonce = 0
@@ -473,13 +496,17 @@ class EndToEndSyncManager:
             now = self.clock.monotonic_ns()
             silent = now - self._last_frame_ns
             if silent >= timeout:
-                raise TransportError(f"no frame from the server for {silent / 1e9:.1f} s")
+                raise TransportError(
+                    f"no frame from the server for {silent / 1e9:.1f} s"
+                )
             self.replica.poll()
             self.instruments.refresh()
             if silent >= heartbeat and now - last_ping >= heartbeat:
                 nonce += 1
                 last_ping = now
-                self.replica.outgoing.append(encode(Ping(nonce), checksum=self.replica.checksums))
+                self.replica.outgoing.append(
+                    encode(Ping(nonce), checksum=self.replica.checksums)
+                )
                 self._wake_writer.set()
             if status_every is not None and now - last_status >= status_every:
                 last_status = now
@@ -523,6 +550,40 @@ class EndToEndSyncManager:
             self._update_synced()
         elif isinstance(effect, ServerError):
             inst.server_errors.inc()
+            if effect.error.code in ("token-expired", "unauthorized"):
+                self._refresh_token(effect.fatal)
+
+    def _refresh_token(self, fatal: bool) -> None:
+        # One refresh at a time; errors answering frames sent with the old
+        # token keep arriving until the new hello is answered, and are ignored.
+        provider = self.config.token_provider
+        if provider is None or not self._running:
+            return
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        if not fatal and self.replica.session.state.value == "handshaking":
+            return  # a hello with a fresh token is on its way
+
+        async def refresh() -> None:
+            try:
+                token = await provider()
+            except Exception as exc:
+                self._last_error = f"token provider failed: {type(exc).__name__}"
+                logger.warning(
+                    "replica %x: the token provider failed (%s)",
+                    self.replica.replica_id,
+                    type(exc).__name__,
+                )
+                return
+            if self.replica._closed:
+                return
+            logger.info("replica %x: token refreshed", self.replica.replica_id)
+            # On an open link, hello again; otherwise the next connection
+            # introduces itself with the new token.
+            self.replica.reauthenticate(token)
+            self._wake_writer.set()
+
+        self._refreshing = asyncio.ensure_future(refresh())
 
     def _on_local_op(self) -> None:
         # A local change: not synced until it is acknowledged; the writer sends.
@@ -568,18 +629,22 @@ class EndToEndSyncManager:
             advanced_checks=advanced,
         )
         checker = HealthChecker(config, self.clock, service_id="leptos-sync-replica")
-        checker.add_check("storage", "responseTime", self._check_storage, observed_unit="ms")
+        checker.add_check(
+            "storage", "responseTime", self._check_storage, observed_unit="ms"
+        )
         checker.add_check("transport", "connected", self._check_transport)
         checker.add_check(
-            "outbox", "depth", self._check_outbox, advanced=True, observed_unit="operations"
+            "outbox",
+            "depth",
+            self._check_outbox,
+            advanced=True,
+            observed_unit="operations",
         )
         checker.add_check(
             "sync", "age", self._check_sync_age, advanced=True, observed_unit="s"
         )
         checker.add_check("breaker", "state", self._check_breaker, advanced=True)
-        checker.add_check(
-            "integrity", "failures", self._check_integrity, advanced=True
-        )
+        checker.add_check("integrity", "failures", self._check_integrity, advanced=True)
         checker.add_check(
             "eventLoop", "lag", self._check_loop_lag, advanced=True, observed_unit="ms"
         )
@@ -600,7 +665,10 @@ class EndToEndSyncManager:
 
     async def _check_transport(self) -> CheckResult:
         if self.online:
-            status, output = HealthStatus.PASS, f"connected to {self.transport.endpoint}"
+            status, output = (
+                HealthStatus.PASS,
+                f"connected to {self.transport.endpoint}",
+            )
         elif self.breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
             status, output = HealthStatus.WARN, "offline: circuit breaker open"
         else:
@@ -630,7 +698,8 @@ class EndToEndSyncManager:
         state = self.breaker.state
         status = (
             HealthStatus.WARN
-            if state in (BreakerState.OPEN, BreakerState.FORCED_OPEN, BreakerState.HALF_OPEN)
+            if state
+            in (BreakerState.OPEN, BreakerState.FORCED_OPEN, BreakerState.HALF_OPEN)
             else HealthStatus.PASS
         )
         return CheckResult("breaker", "state", status, observed_value=state.value)
@@ -651,7 +720,11 @@ class EndToEndSyncManager:
         lag_ms = (loop.time() - start) * 1000
         status = HealthStatus.WARN if lag_ms > 100 else HealthStatus.PASS
         return CheckResult(
-            "eventLoop", "lag", status, observed_value=round(lag_ms, 3), observed_unit="ms"
+            "eventLoop",
+            "lag",
+            status,
+            observed_value=round(lag_ms, 3),
+            observed_unit="ms",
         )
 
 
@@ -668,7 +741,9 @@ async def _with_timeout(clock: Clock, awaitable: Any, timeout_ns: int) -> Any:
     work = asyncio.ensure_future(awaitable)
     sleeper = asyncio.ensure_future(clock.sleep(ns_to_timedelta(timeout_ns)))
     try:
-        done, _ = await asyncio.wait({work, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {work, sleeper}, return_when=asyncio.FIRST_COMPLETED
+        )
     except BaseException:
         work.cancel()
         sleeper.cancel()

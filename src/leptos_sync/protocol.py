@@ -264,7 +264,7 @@ class Status(Message):
 
 def encode(message: Message, *, checksum: bool = True) -> bytes:
     """Encode a message as one frame, with a CRC32C trailer when ``checksum``."""
-    body = msgpack.packb([int(message.type), *message.fields()], use_bin_type=True)
+    body: bytes = msgpack.packb([int(message.type), *message.fields()], use_bin_type=True)
     if not checksum:
         return bytes((PROTOCOL_VERSION, 0)) + body
     head = bytes((PROTOCOL_VERSION, FLAG_CRC)) + body
@@ -330,7 +330,12 @@ def _unpack(body: bytes, limits: Limits) -> list[Any]:
             max_map_len=1024,
             max_ext_len=0,
         )
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise MalformedMessageError(f"body is not valid msgpack: {exc}") from exc
     except Exception as exc:  # msgpack raises a few other types on hostile input
         raise MalformedMessageError(f"body is not valid msgpack: {exc!r}") from exc
@@ -392,7 +397,9 @@ def _str(value: Any, what: str, limit: int, *, empty: bool = False) -> str:
 
 def _bytes(value: Any, what: str, limit: int) -> bytes:
     if not isinstance(value, bytes):
-        raise MalformedMessageError(f"{what} must be binary, got {type(value).__name__}")
+        raise MalformedMessageError(
+            f"{what} must be binary, got {type(value).__name__}"
+        )
     if len(value) > limit:
         raise MessageTooLargeError(f"{what} is {len(value)} bytes; limit {limit}")
     return value

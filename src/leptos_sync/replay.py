@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import loro
-
 from . import fields
 from .config import SyncConfig
+from .crdt import LoroDoc
 from .errors import SyncError
 from .manager import EndToEndSyncManager
 from .protocol import RemoteOp
@@ -138,7 +137,9 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
     try:
         await manager.start()
         coll = manager.collection(plan.collection)
-        await _until(lambda: RECORD in coll, plan.timeout, "the trace's record never arrived")
+        await _until(
+            lambda: RECORD in coll, plan.timeout, "the trace's record never arrived"
+        )
         if plan.role == "writer":
             await _write_sequential(manager, trace, plan, result, report)
         elif plan.role == "agent":
@@ -151,19 +152,25 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
         total = 1 + len(trace.txns)
         with contextlib.suppress(ReplayError):
             await _until(
-                lambda: session.cursor(plan.collection) >= total, plan.timeout, "lagging"
+                lambda: session.cursor(plan.collection) >= total,
+                plan.timeout,
+                "lagging",
             )
         text = coll.text(RECORD, FIELD)
         try:
             await _until(
-                lambda: len(text) == len(trace.end_content)
-                and str(text) == trace.end_content,
+                lambda: (
+                    len(text) == len(trace.end_content)
+                    and str(text) == trace.end_content
+                ),
                 plan.timeout,
                 "did not converge",
             )
             result.converged = True
         except ReplayError as exc:
-            result.detail = f"{exc}: {len(text)} characters, expected {len(trace.end_content)}"
+            result.detail = (
+                f"{exc}: {len(text)} characters, expected {len(trace.end_content)}"
+            )
         stats = manager.replica.statistics()
         result.remote_ops = stats.remote_ops_applied
         result.local_ops = stats.local_ops
@@ -222,11 +229,18 @@ async def _write_agent(
 
     # The agent's own document starts from the seed alone (the record holding
     # the empty text), under a peer id of its own.
-    work = loro.LoroDoc()
-    work.peer_id = (manager.replica.replica_id ^ 0x5A5A5A5A5A5A5A5A) & ((1 << 63) - 1) | 1
+    work = LoroDoc()
+    work.peer_id = (manager.replica.replica_id ^ 0x5A5A5A5A5A5A5A5A) & (
+        (1 << 63) - 1
+    ) | 1
     work.import_(Path(plan.seed).read_bytes())
     updates: list[bytes] = []
-    sub = work.subscribe_local_update(lambda u: (updates.append(bytes(u)), True)[1])
+
+    def keep(update: bytes) -> bool:
+        updates.append(bytes(update))
+        return True
+
+    sub = work.subscribe_local_update(keep)
     record = work.get_map("records").get(RECORD).container
     body = record.get(FIELD).container
 
@@ -317,7 +331,9 @@ def _process_main(plan: _Plan, results: Any) -> None:
     try:
         result = asyncio.run(_run_replica(plan, report))
     except BaseException as exc:  # the parent must always hear back
-        result = ReplayResult(plan.index, plan.role, error=f"{type(exc).__name__}: {exc}")
+        result = ReplayResult(
+            plan.index, plan.role, error=f"{type(exc).__name__}: {exc}"
+        )
     results.put((plan.index, "done", result))
 
 
@@ -339,7 +355,9 @@ def _local_server(workdir: Path) -> Any:
         "--port",
         "0",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -402,15 +420,26 @@ def replay(
     """
     trace = load_trace(trace_path)
     own_dir = workdir is None
-    base = Path(tempfile.mkdtemp(prefix="leptos-sync-")) if own_dir else Path(workdir)
+    if workdir is None:
+        base = Path(tempfile.mkdtemp(prefix="leptos-sync-"))
+    else:
+        base = Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.ExitStack() as stack:
             pid = None
             if url is None:
                 url, pid = stack.enter_context(_local_server(base))
-            summary = _replay(trace, Path(trace_path), url, replicas, processes,
-                              timeout, on_progress, base)
+            summary = _replay(
+                trace,
+                Path(trace_path),
+                url,
+                replicas,
+                processes,
+                timeout,
+                on_progress,
+                base,
+            )
             if pid is not None:
                 summary.server_cpu_seconds, summary.server_rss_bytes = _usage(pid)
             return summary
@@ -443,8 +472,18 @@ def _replay(
     ids = _replica_ids(stores)
     agent_ids = tuple(ids) if trace.concurrent else ()
     plans = [
-        _Plan(i, role, agent, str(stores[i]), str(trace_path.resolve()), url, collection,
-              agent_ids, timeout, str(seed))
+        _Plan(
+            i,
+            role,
+            agent,
+            str(stores[i]),
+            str(trace_path.resolve()),
+            url,
+            collection,
+            agent_ids,
+            timeout,
+            str(seed),
+        )
         for i, (role, agent) in enumerate(roles)
     ]
     total = trace.patch_count
@@ -467,11 +506,15 @@ def _replay(
     return summary
 
 
-def _run_processes(plans: list[_Plan], note: Report, timeout: float) -> list[ReplayResult]:
+def _run_processes(
+    plans: list[_Plan], note: Report, timeout: float
+) -> list[ReplayResult]:
     ctx = mp.get_context("spawn")
     results_q = ctx.Queue()
-    procs = [ctx.Process(target=_process_main, args=(plan, results_q), daemon=True)
-             for plan in plans]
+    procs = [
+        ctx.Process(target=_process_main, args=(plan, results_q), daemon=True)
+        for plan in plans
+    ]
     for proc in procs:
         proc.start()
     finished: dict[int, ReplayResult] = {}
@@ -492,7 +535,8 @@ def _run_processes(plans: list[_Plan], note: Report, timeout: float) -> list[Rep
                                 finished[index] = value
                             continue
                         finished[plan.index] = ReplayResult(
-                            plan.index, plan.role,
+                            plan.index,
+                            plan.role,
                             error=f"process exited with code {proc.exitcode}",
                         )
                 continue

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
 from .crdt import Change, CollectionDoc
-from .errors import ClosedError, IntegrityError, ProtocolError, RemoteError
-from .protocol import DEFAULT_LIMITS, Limits, Op, RemoteOp, decode, encode
+from .e2e import OpCipher, is_encrypted
+from .errors import ClosedError, ConfigError, IntegrityError, ProtocolError, RemoteError
+from .protocol import DEFAULT_LIMITS, Limits, Op, Push, RemoteOp, decode, encode
 from .session import (
     Acked,
     ApplyRemote,
@@ -94,7 +95,10 @@ class Replica:
         )
         self._counter = state.last_counter
         self.session = ClientSession(
-            self.replica_id, checksums=checksums, token=token, max_batch_ops=max_batch_ops
+            self.replica_id,
+            checksums=checksums,
+            token=token,
+            max_batch_ops=max_batch_ops,
         )
         self._stored = state
         self._collections: dict[str, CollectionDoc] = {}
@@ -117,6 +121,7 @@ class Replica:
         self._pending_remote: dict[str, tuple[list[bytes], int]] = {}
         self._pending_acks: dict[str, tuple[list[int], int]] = {}
         self.last_error: RemoteError | None = None
+        self._ciphers: dict[str, OpCipher] = {}
         for item in self.quarantined:
             self._integrity_failures += 1
             logger.warning(
@@ -127,7 +132,9 @@ class Replica:
             )
         # Collections that exist in the store are opened eagerly so that their
         # outboxes are pushed even if the application has not asked for them yet.
-        for name in sorted(set(state.collections) | {op.collection for op in state.outbox}):
+        for name in sorted(
+            set(state.collections) | {op.collection for op in state.outbox}
+        ):
             self.collection(name)
 
     # Collections -------------------------------------------------------------
@@ -142,7 +149,9 @@ class Replica:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise ProtocolError(f"invalid collection name {name!r}")
         coll = CollectionDoc(
-            name, self.hlc, lambda update, hlc, changes: self._local(name, update, hlc, changes)
+            name,
+            self.hlc,
+            lambda update, hlc, changes: self._local(name, update, hlc, changes),
         )
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
@@ -157,7 +166,11 @@ class Replica:
                     # The blobs passed their checksums but the engine refused
                     # them: treat like corruption and refetch everything.
                     self._integrity_failures += 1
-                    logger.warning("replica %x: stored %r unreadable; refetching", self.replica_id, name)
+                    logger.warning(
+                        "replica %x: stored %r unreadable; refetching",
+                        self.replica_id,
+                        name,
+                    )
                     cursor = 0
                     self.storage.reset_cursor(name)
             self._log_lengths[name] = len(stored.log)
@@ -173,6 +186,30 @@ class Replica:
 
     def collections(self) -> list[str]:
         return sorted(self._collections)
+
+    def encrypt_collection(self, name: str, cipher: OpCipher) -> None:
+        """Encrypt the operations of ``name`` end to end (see :mod:`.e2e`).
+
+        Call it before the collection syncs: operations leave sealed, and
+        arriving ones are opened (a tampered one is refused and counted).
+
+        Raises:
+            ConfigError: the name lacks the ``e2e:`` prefix the hub relies on.
+        """
+        if not is_encrypted(name):
+            raise ConfigError(
+                "encryption", f"collection {name!r} must start with 'e2e:'"
+            )
+        self._ciphers[name] = cipher
+
+    def reauthenticate(self, token: str | None) -> None:
+        """Send a new hello with a fresh ``token`` on the open connection.
+
+        The session resumes from its cursors: what was in flight is pushed
+        again (the server deduplicates) and every collection is pulled again.
+        """
+        self.session.now_ns = self.clock.monotonic_ns()
+        self._run(self.session.reauthenticate(token))
 
     def track_changes(self) -> None:
         """Report which records remote operations changed (costs a little per op).
@@ -216,7 +253,9 @@ class Replica:
             # and saving it drops the log rows that hold them: wait until the
             # missing updates arrive.
             return
-        self.storage.save_snapshot(name, coll.export_snapshot(), self.session.cursor(name))
+        self.storage.save_snapshot(
+            name, coll.export_snapshot(), self.session.cursor(name)
+        )
         self._log_lengths[name] = 0
 
     # Network events ----------------------------------------------------------
@@ -265,7 +304,10 @@ class Replica:
     def _run(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Send):
-                frame = encode(effect.message, checksum=self.checksums)
+                message = effect.message
+                if isinstance(message, Push) and message.collection in self._ciphers:
+                    message = self._seal(message)
+                frame = encode(message, checksum=self.checksums)
                 self.outgoing.append(frame)
                 self.frames_sent += 1
                 self.bytes_sent += len(frame)
@@ -279,7 +321,9 @@ class Replica:
                 self._apply_snapshot(effect)
             elif isinstance(effect, ServerError):
                 self.last_error = effect.error
-                logger.warning("replica %x: server error %s", self.replica_id, effect.error)
+                logger.warning(
+                    "replica %x: server error %s", self.replica_id, effect.error
+                )
             elif isinstance(effect, Live):
                 pass
             if self.on_effect is not None:
@@ -290,6 +334,10 @@ class Replica:
     def _apply_remote(self, effect: ApplyRemote) -> None:
         coll = self._collections[effect.collection]
         ops = effect.ops + effect.own
+        if effect.collection in self._ciphers:
+            ops = self._open(effect.collection, ops)
+            if not ops:
+                return
         updates = [op.data for op in ops]
         if self.validate_metadata:
             self._validate_metadata(effect.collection, ops)
@@ -331,6 +379,36 @@ class Replica:
                 )
             if seen is None or op.counter > seen[0]:
                 self._hlc_seen[op.replica] = (op.counter, op.hlc)
+
+    def _seal(self, push: Push) -> Push:
+        cipher = self._ciphers[push.collection]
+        sealed = tuple(
+            Op(
+                op.counter,
+                op.hlc,
+                cipher.seal(push.collection, self.replica_id, op.counter, op.data),
+            )
+            for op in push.ops
+        )
+        return Push(push.collection, sealed)
+
+    def _open(self, name: str, ops: tuple[RemoteOp, ...]) -> tuple[RemoteOp, ...]:
+        # A tampered or replayed op is refused alone: its sequence number is
+        # consumed (the server will only ever serve those bytes for it), the
+        # failure is counted, and the rest of the batch is applied.
+        cipher = self._ciphers[name]
+        opened = []
+        for op in ops:
+            try:
+                data = cipher.open(name, op.replica, op.counter, op.data)
+            except IntegrityError as exc:
+                self._integrity_failures += 1
+                logger.warning(
+                    "replica %x: refused an op of %r: %s", self.replica_id, name, exc
+                )
+                continue
+            opened.append(RemoteOp(op.seq, op.replica, op.counter, op.hlc, data))
+        return tuple(opened)
 
     def persist(self) -> None:
         """Write received operations and acknowledgements to the store.

@@ -265,6 +265,20 @@ class ClientSession:
         self.state = SessionState.HANDSHAKING
         return [Send(Hello(self.replica_id, self.checksums, self.token))]
 
+    def reauthenticate(self, token: str | None) -> list[Effect]:
+        """A fresh token: hello again on the same connection.
+
+        Handled like a reconnect without the transport going down: in-flight
+        operations go back to unsent (the server deduplicates) and every
+        collection is pulled again from its cursor after the welcome, so
+        nothing the server refused while the token was expired is skipped.
+        """
+        self.token = token
+        if self.state is SessionState.DISCONNECTED:
+            return []
+        self.disconnected()
+        return self.connected()
+
     def disconnected(self) -> list[Effect]:
         """The transport went down: everything in flight goes back to unsent."""
         self.state = SessionState.DISCONNECTED
@@ -309,7 +323,11 @@ class ClientSession:
         effects: list[Effect] = []
         for name, coll in self._colls.items():
             sent = coll.pull_sent_at
-            if not coll.live and sent is not None and now_ns - sent >= self.pull_timeout_ns:
+            if (
+                not coll.live
+                and sent is not None
+                and now_ns - sent >= self.pull_timeout_ns
+            ):
                 self._repulls += 1
                 effects.append(self._pull(name, coll))
             elif (
@@ -355,7 +373,9 @@ class ClientSession:
         if isinstance(message, Pong):
             return []
         if isinstance(message, Error):
-            return [ServerError(RemoteError(message.code, message.message), message.fatal)]
+            return [
+                ServerError(RemoteError(message.code, message.message), message.fatal)
+            ]
         raise ProtocolError(f"unexpected {type(message).__name__} from the server")
 
     # Handlers ----------------------------------------------------------------
@@ -438,7 +458,9 @@ class ClientSession:
             effects.append(self._pull(message.collection, coll))
         return effects
 
-    def _acknowledge(self, name: str, coll: _Collection, counters: list[int]) -> list[Effect]:
+    def _acknowledge(
+        self, name: str, coll: _Collection, counters: list[int]
+    ) -> list[Effect]:
         done: list[int] = []
         round_trips: list[int] = []
         requeued: set[int] = set()

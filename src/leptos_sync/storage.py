@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import ClosedError, IntegrityError, SchemaVersionError, StorageError
+from .errors import ClosedError, SchemaVersionError, StorageError
 from .protocol import crc32c
 
 __all__ = [
@@ -146,7 +146,9 @@ class Storage:
     def load(self) -> StoredState:
         raise NotImplementedError
 
-    def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
+    def append_local(
+        self, collection: str, counter: int, hlc: int, data: bytes
+    ) -> None:
         """Record a local change as an outbox entry (moved to the log on ack)."""
         raise NotImplementedError
 
@@ -243,7 +245,9 @@ class MemoryStorage(Storage):
     def _coll(self, name: str) -> CollectionState:
         return self._collections.setdefault(name, CollectionState())
 
-    def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
+    def append_local(
+        self, collection: str, counter: int, hlc: int, data: bytes
+    ) -> None:
         self._check()
         self._outbox[counter] = StoredOp(collection, counter, hlc, data)
         self._last_counter = max(self._last_counter, counter)
@@ -345,7 +349,9 @@ class SQLiteStorage(Storage):
         app_version: int | None = None,
     ) -> None:
         if durability not in ("process", "power"):
-            raise StorageError(f"durability is 'process' or 'power', not {durability!r}")
+            raise StorageError(
+                f"durability is 'process' or 'power', not {durability!r}"
+            )
         self.path = path
         self.durability = durability
         self._lock = threading.RLock()
@@ -479,7 +485,9 @@ class SQLiteStorage(Storage):
                 "SELECT counter, collection, hlc, data, crc FROM outbox ORDER BY counter"
             ).fetchall():
                 if crc32c(data) != crc:
-                    quarantined.append(self._quarantine(name, f"outbox#{counter}", data))
+                    quarantined.append(
+                        self._quarantine(name, f"outbox#{counter}", data)
+                    )
                     db.execute("DELETE FROM outbox WHERE counter=?", (counter,))
                     continue
                 outbox.append(StoredOp(name, counter, hlc, bytes(data)))
@@ -509,7 +517,9 @@ class SQLiteStorage(Storage):
                 [self._meta_int("last_counter") or 0] + [op.counter for op in outbox]
             )
             hlc = max([self._meta_int("hlc") or 0] + [op.hlc for op in outbox])
-        return StoredState(replica_id, hlc, last_counter, collections, outbox, quarantined)
+        return StoredState(
+            replica_id, hlc, last_counter, collections, outbox, quarantined
+        )
 
     def _quarantine(self, collection: str, source: str, data: bytes) -> Quarantined:
         reason = "checksum mismatch"
@@ -566,7 +576,10 @@ class SQLiteStorage(Storage):
         queries = (
             ("snapshot", "SELECT collection, 'snapshot', data, crc FROM snapshots"),
             ("log", "SELECT collection, 'log#' || id, data, crc FROM log"),
-            ("outbox", "SELECT collection, 'outbox#' || counter, data, crc FROM outbox"),
+            (
+                "outbox",
+                "SELECT collection, 'outbox#' || counter, data, crc FROM outbox",
+            ),
         )
         for _, query in queries:
             for name, source, data, crc in self._db.execute(query):
@@ -576,7 +589,9 @@ class SQLiteStorage(Storage):
 
     # Writing -----------------------------------------------------------------
 
-    def append_local(self, collection: str, counter: int, hlc: int, data: bytes) -> None:
+    def append_local(
+        self, collection: str, counter: int, hlc: int, data: bytes
+    ) -> None:
         # Only the outbox is written here; the acknowledgement moves the entry to
         # the log. One insert per change keeps local writes cheap.
         row = (counter, collection, hlc, data, crc32c(data))

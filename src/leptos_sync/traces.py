@@ -80,12 +80,15 @@ def load_trace(path: str | Path) -> Trace:
         raise TraceError(f"{path}: expected an object with 'txns' and 'endContent'")
     concurrent = data.get("kind") == "concurrent"
     end = _str(data.get("endContent"), path, "endContent")
-    start = "" if concurrent else _str(data.get("startContent", ""), path, "startContent")
+    start = (
+        "" if concurrent else _str(data.get("startContent", ""), path, "startContent")
+    )
     agents = 1
     if concurrent:
-        agents = data.get("numAgents")
-        if not isinstance(agents, int) or agents < 1:
+        declared = data.get("numAgents")
+        if not isinstance(declared, int) or declared < 1:
             raise TraceError(f"{path}: numAgents must be a positive integer")
+        agents = declared
     txns_raw = data["txns"]
     if not isinstance(txns_raw, list):
         raise TraceError(f"{path}: 'txns' must be a list")
@@ -121,9 +124,10 @@ def _txn(entry: Any, index: int, path: Path, concurrent: bool, agents: int) -> T
         patches.append((patch[0], patch[1], patch[2]))
     agent, parents = 0, ()
     if concurrent:
-        agent = entry.get("agent")
-        if not isinstance(agent, int) or not 0 <= agent < agents:
+        declared = entry.get("agent")
+        if not isinstance(declared, int) or not 0 <= declared < agents:
             raise TraceError(f"{where}: agent must be in 0..{agents - 1}")
+        agent = declared
         raw_parents = entry.get("parents")
         if not isinstance(raw_parents, list) or not all(
             isinstance(p, int) and 0 <= p < index for p in raw_parents

@@ -106,14 +106,17 @@ class RunningServer:
     host: str
     port: int
     uvicorn: uvicorn.Server
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +126,6 @@ async def serve_in_background(
     """Serve in the running event loop; ``port=0`` picks a free port."""
     config = uvicorn_config(server, host, port, **options)  # type: ignore[arg-type]
     userver = _Uvicorn(config, server)
-    userver.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(userver.serve())
     while not userver.started:
         if task.done():
@@ -132,7 +134,8 @@ async def serve_in_background(
         await asyncio.sleep(0.01)
     bound = userver.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningServer(server, host, int(bound), userver)
+        tls = bool(options.get("ssl_certfile"))
+        yield RunningServer(server, host, int(bound), userver, tls)
     finally:
         userver.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -72,5 +72,7 @@ class Transport:
         if network is None:
             network = InMemoryNetwork()
         if not isinstance(network, InMemoryNetwork):
-            raise TypeError(f"expected an InMemoryNetwork, got {type(network).__name__}")
+            raise TypeError(
+                f"expected an InMemoryNetwork, got {type(network).__name__}"
+            )
         return InMemoryTransport(network)

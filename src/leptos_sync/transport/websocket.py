@@ -45,7 +45,9 @@ class WebSocketConnection(Connection):
         except OSError as exc:
             raise TransportError(f"receive failed: {exc}") from exc
         if isinstance(message, str):
-            raise MalformedMessageError("the server sent a text message; frames are binary")
+            raise MalformedMessageError(
+                "the server sent a text message; frames are binary"
+            )
         return message
 
     async def close(self) -> None:
@@ -80,7 +82,9 @@ class WebSocketTransport(Transport):
         headers: dict[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
-            raise TransportError(f"a WebSocket URL starts with ws:// or wss://, got {url!r}")
+            raise TransportError(
+                f"a WebSocket URL starts with ws:// or wss://, got {url!r}"
+            )
         self.url = url
         # Show the endpoint without credentials a URL might carry.
         self.endpoint = url.split("?", 1)[0]
@@ -110,9 +114,13 @@ class WebSocketTransport(Transport):
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot connect to {self.endpoint}: {exc}") from exc
         except websockets.InvalidURI as exc:
-            raise TransportError(f"invalid WebSocket URL {self.endpoint}: {exc}") from exc
+            raise TransportError(
+                f"invalid WebSocket URL {self.endpoint}: {exc}"
+            ) from exc
         except websockets.WebSocketException as exc:
-            raise TransportError(f"handshake with {self.endpoint} failed: {exc}") from exc
+            raise TransportError(
+                f"handshake with {self.endpoint} failed: {exc}"
+            ) from exc
         return WebSocketConnection(ws)
 
     def __repr__(self) -> str:
