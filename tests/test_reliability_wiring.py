@@ -73,9 +73,9 @@ async def test_open_breaker_means_offline_then_the_outbox_flushes() -> None:
         assert network.hub.statistics().ops_stored == 20
         text = manager.metrics_text()
         assert (
-            'leptos_sync_breaker_transitions_total{from_state="closed",to_state="open"} 1.0'
-            in text
-        )
+            "leptos_sync_breaker_transitions_total"
+            '{from_state="closed",to_state="open"} 1.0'
+        ) in text
 
 
 async def test_breaker_state_survives_a_restart_on_the_same_store(
@@ -118,8 +118,7 @@ def test_metadata_validation_reports_a_timestamp_going_backwards() -> None:
     coll = source.collection("c")
     coll.insert("r", {"n": fields.counter()})
     coll.counter("r", "n").increment()
-    for op in source.take_outgoing():
-        pass
+    source.take_outgoing()
     outbox = source.storage.load().outbox
     ops = [
         RemoteOp(i + 1, source.replica_id, op.counter, hlc, op.data)

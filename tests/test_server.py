@@ -40,7 +40,7 @@ async def _converge(*colls: object, timeout: float = 10.0) -> None:
 
 
 async def test_two_replicas_edit_offline_then_converge(tmp_path: Path) -> None:
-    """Two replicas edit the same record while disconnected; after reconnecting they agree."""
+    """Two replicas edit the same record while disconnected, then agree."""
     server = SyncServer(HubStore.sqlite(tmp_path / "hub.sqlite3"))
     async with serve_in_background(server) as running:
         url = running.url
@@ -149,7 +149,7 @@ async def test_abrupt_disconnects_leave_no_connections(tmp_path: Path) -> None:
             await vanish()
         await _wait_for(lambda: server.connection_count == 0)
         rss_before = process.memory_info().rss
-        for round_ in range(9):
+        for _ in range(9):
             await asyncio.gather(*(vanish() for _ in range(100)))
             await _wait_for(lambda: server.connection_count == 0)
         rss_after = process.memory_info().rss

@@ -51,7 +51,7 @@ async def test_dead_link_is_detected_within_the_heartbeat_timeout() -> None:
 async def test_connect_refused_is_a_transport_error() -> None:
     """Connecting to a closed port raises TransportError naming the endpoint."""
     transport = Transport.websocket("ws://127.0.0.1:9/ws")
-    with pytest.raises(TransportError, match="127.0.0.1:9"):
+    with pytest.raises(TransportError, match=r"127\.0\.0\.1:9"):
         await transport.connect()
 
 

@@ -378,7 +378,9 @@ class CollectionDoc:
         # a snapshot leaves them out: Loro hands them over only through here.
         return self.doc.export_pending_updates() is not None
 
-    def subscribe(self, listener: Callable[[_List[Change]], None]) -> Callable[[], None]:
+    def subscribe(
+        self, listener: Callable[[_List[Change]], None]
+    ) -> Callable[[], None]:
         """Call ``listener`` with the records each remote import changed.
 
         Returns a function that removes the listener.
@@ -546,9 +548,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         # Loro counters are doubles; whole counts read back as ints.
         return int(value)
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        if "fractional_index" in value[0]:
-            return [_plain_node(node) for node in value]
+    is_tree = (
+        isinstance(value, list)
+        and value
+        and isinstance(value[0], dict)
+        and "fractional_index" in value[0]
+    )
+    if is_tree:
+        return [_plain_node(node) for node in value]
     return value
 
 
@@ -603,7 +610,7 @@ class _FieldHandle:
 
 
 class _Transaction:
-    """``with coll.transaction():`` (a class, not a generator: it is on the hot path)."""
+    """``with coll.transaction():``, a class rather than a generator (hot path)."""
 
     __slots__ = ("coll",)
 

@@ -162,7 +162,7 @@ class EndToEndSyncManager:
         config: SyncConfig | None = None,
         **options: Any,
     ) -> EndToEndSyncManager:
-        """The guide's ``EndToEndSyncManager::new(storage, transport, config).await``."""
+        """The guide's ``EndToEndSyncManager::new(storage, transport, config)``."""
         return cls(storage, transport, config, **options)
 
     # Lifecycle ---------------------------------------------------------------
@@ -285,7 +285,8 @@ class EndToEndSyncManager:
             sleeper.cancel()
         if waiter not in done:
             raise TimeoutError(
-                f"not synced after {timeout}: outbox holds {self.replica.outbox_depth()}"
+                f"not synced after {timeout}: "
+                f"outbox holds {self.replica.outbox_depth()}"
             )
 
     # Status ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import crc32c as _crc32c
@@ -264,7 +265,8 @@ class Status(Message):
 
 def encode(message: Message, *, checksum: bool = True) -> bytes:
     """Encode a message as one frame, with a CRC32C trailer when ``checksum``."""
-    body: bytes = msgpack.packb([int(message.type), *message.fields()], use_bin_type=True)
+    fields = [int(message.type), *message.fields()]
+    body: bytes = msgpack.packb(fields, use_bin_type=True)
     if not checksum:
         return bytes((PROTOCOL_VERSION, 0)) + body
     head = bytes((PROTOCOL_VERSION, FLAG_CRC)) + body
@@ -513,7 +515,7 @@ def _changes(a: list[Any], lim: Limits) -> Changes:
     fast = _fast_ops(a[1], 5, lim)
     if fast is not None:
         remote = tuple(RemoteOp(*entry) for entry in fast)
-        if all(x.seq < y.seq for x, y in zip(remote, remote[1:])):
+        if all(x.seq < y.seq for x, y in pairwise(remote)):
             return Changes(collection, remote, _bool(a[2], "live"))
     ops = []
     for entry in _list(a[1], "changes ops", lim.max_ops_per_batch):
@@ -529,7 +531,7 @@ def _changes(a: list[Any], lim: Limits) -> Changes:
             )
         )
     seqs = [op.seq for op in ops]
-    if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(seqs)):
         raise MalformedMessageError("changes must be in increasing sequence order")
     return Changes(collection, tuple(ops), _bool(a[2], "live"))
 

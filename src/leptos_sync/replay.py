@@ -233,7 +233,7 @@ async def _write_agent(
     work.peer_id = (manager.replica.replica_id ^ 0x5A5A5A5A5A5A5A5A) & (
         (1 << 63) - 1
     ) | 1
-    work.import_(Path(plan.seed).read_bytes())
+    work.import_(await asyncio.to_thread(Path(plan.seed).read_bytes))
     updates: list[bytes] = []
 
     def keep(update: bytes) -> bool:

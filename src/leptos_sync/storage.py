@@ -482,7 +482,8 @@ class SQLiteStorage(Storage):
                     db.execute("DELETE FROM log WHERE id=?", (row_id,))
             outbox: list[StoredOp] = []
             for counter, name, hlc, data, crc in db.execute(
-                "SELECT counter, collection, hlc, data, crc FROM outbox ORDER BY counter"
+                "SELECT counter, collection, hlc, data, crc FROM outbox "
+                "ORDER BY counter"
             ).fetchall():
                 if crc32c(data) != crc:
                     quarantined.append(
@@ -640,7 +641,8 @@ class SQLiteStorage(Storage):
 
     def _set_cursor(self, collection: str, cursor: int) -> None:
         self._db.execute(
-            "INSERT INTO cursors (collection, seq) VALUES (?, ?) ON CONFLICT(collection) "
+            "INSERT INTO cursors (collection, seq) VALUES (?, ?) "
+            "ON CONFLICT(collection) "
             "DO UPDATE SET seq=max(seq, excluded.seq)",
             (collection, cursor),
         )

@@ -54,7 +54,7 @@ class Transport:
     def websocket(url: str, **options: object) -> Transport:
         """A WebSocket client transport to ``url`` (``ws://`` or ``wss://``).
 
-        Options are passed to :class:`~leptos_sync.transport.websocket.WebSocketTransport`.
+        Options go to :class:`~leptos_sync.transport.websocket.WebSocketTransport`.
         """
         from .websocket import WebSocketTransport
 

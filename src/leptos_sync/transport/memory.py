@@ -85,7 +85,7 @@ class InMemoryNetwork:
             self._partitioned.discard(id(transport))
 
     def restart_hub(self, store: HubStore | None = None) -> Hub:
-        """Drop every link and start a new hub on ``store`` (the same one if omitted)."""
+        """Drop every link and start a new hub on ``store`` (default: the same)."""
         self.disconnect()
         self.hub = Hub(store if store is not None else self.hub.store)
         return self.hub
