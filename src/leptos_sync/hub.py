@@ -15,18 +15,23 @@ connection receives every new operation of that collection in sequence order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from loro import ExportMode, LoroDoc
 
-from .crdt import call_loro
+from .auth import Action, Authenticator, Principal
+from .crdt import ExportMode, LoroDoc, call_loro
+from .e2e import is_encrypted
 from .errors import (
+    AccessError,
     IntegrityError,
     MalformedMessageError,
+    MessageTooLargeError,
     ProtocolError,
+    RateLimitedError,
     StorageError,
     SyncError,
+    UnauthorizedError,
 )
 from .hubstore import HubStore
 from .protocol import (
@@ -48,6 +53,7 @@ from .protocol import (
     decode,
     encode,
 )
+from .ratelimit import RateLimit
 
 __all__ = ["Hub", "HubStatistics", "Outgoing"]
 
@@ -71,6 +77,7 @@ class _Conn:
     checksums: bool = True
     subscriptions: set[str] = field(default_factory=set)
     status: dict[str, float] = field(default_factory=dict)
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class HubStatistics:
     errors: int
     heads: dict[str, int]
     client_status: dict[int, dict[str, float]]
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 class Hub:
@@ -97,6 +105,11 @@ class Hub:
         limits: frame and batch limits enforced on every incoming frame.
         snapshot_after: a client this many operations behind gets a snapshot
             first (when the collection has at least that many operations).
+        authenticator: checks every hello's token and every push and pull
+            (see :mod:`leptos_sync.auth`); ``None`` serves everyone.
+        rate_limit: per-connection frame and operation rates.
+        on_reject: called with the reason (``unauthorized``, ``forbidden``,
+            ``rate_limited``, ...) each time something is refused.
     """
 
     def __init__(
@@ -106,6 +119,9 @@ class Hub:
         limits: Limits = DEFAULT_LIMITS,
         snapshot_after: int = 20_000,
         page_ops: int = 2_000,
+        authenticator: Authenticator | None = None,
+        rate_limit: RateLimit | None = None,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -115,6 +131,10 @@ class Hub:
         self._subscribers: dict[str, set[ConnId]] = {}
         self._stored = self._dupes = self._fanned = 0
         self._pushes = self._pulls = self._snapshots = self._errors = 0
+        self.authenticator = authenticator
+        self.rate_limit = rate_limit
+        self.on_reject = on_reject
+        self._rejected: dict[str, int] = {}
 
     # Connections -------------------------------------------------------------
 
@@ -125,6 +145,8 @@ class Hub:
         state = self._conns.pop(conn, None)
         if state is None:
             return
+        if self.rate_limit is not None:
+            self.rate_limit.forget(conn)
         for name in state.subscriptions:
             subs = self._subscribers.get(name)
             if subs is not None:
@@ -149,9 +171,19 @@ class Hub:
             return []
         try:
             message = decode(frame, self.limits)
+            self._admit(conn, message)
             return self._dispatch(conn, state, message)
+        except AccessError as exc:
+            # Expected trouble (a client without rights), not a server fault.
+            self._reject(exc.code)
+            logger.info("refused connection %s: %s", conn, exc)
+            # Refused before authenticating (a bad hello): close in any case.
+            close = exc.fatal or state.principal is None
+            return [self._error(conn, state, exc.code, str(exc), close=close)]
         except ProtocolError as exc:
             self._errors += 1
+            if isinstance(exc, MessageTooLargeError):
+                self._reject(exc.code)
             logger.info("closing connection %s: %s", conn, exc)
             return [self._error(conn, state, exc.code, str(exc), close=True)]
         except IntegrityError as exc:
@@ -180,13 +212,22 @@ class Hub:
             state.status = dict(message.figures)
             return []
         if isinstance(message, Error):
-            logger.info("connection %s reported %s: %s", conn, message.code, message.message)
+            logger.info(
+                "connection %s reported %s: %s", conn, message.code, message.message
+            )
             return []
         raise ProtocolError(f"clients do not send {type(message).__name__}")
 
     def _on_hello(self, conn: ConnId, state: _Conn, message: Hello) -> list[Outgoing]:
         if state.replica is not None and state.replica != message.replica:
             raise ProtocolError("second hello on one connection, from another replica")
+        if self.authenticator is not None:
+            # A second hello from the same replica carries a refreshed token:
+            # authenticate again and replace the claims.
+            state.principal = None
+            state.principal = self.authenticator.authenticate(
+                message.token, message.replica
+            )
         state.replica = message.replica
         state.checksums = message.checksums
         welcome = Welcome(
@@ -198,14 +239,20 @@ class Hub:
 
     def _on_push(self, conn: ConnId, state: _Conn, message: Push) -> list[Outgoing]:
         assert state.replica is not None
+        self._authorize(state, "write", message.collection)
         self._pushes += 1
-        for op in message.ops:
-            _check_update(op.counter, op.data)
+        if not is_encrypted(message.collection):
+            # End-to-end encrypted collections hold ciphertext the hub cannot
+            # read; their integrity is checked by the receiving replicas.
+            for op in message.ops:
+                _check_update(op.counter, op.data)
         placed = self.store.append(message.collection, state.replica, message.ops)
         fresh: list[RemoteOp] = []
         for op, where in zip(message.ops, placed, strict=True):
             if where.new:
-                fresh.append(RemoteOp(where.seq, state.replica, op.counter, op.hlc, op.data))
+                fresh.append(
+                    RemoteOp(where.seq, state.replica, op.counter, op.hlc, op.data)
+                )
         self._stored += len(fresh)
         self._dupes += len(placed) - len(fresh)
 
@@ -220,11 +267,18 @@ class Hub:
             targets = [
                 c for c in self._subscribers.get(message.collection, ()) if c != conn
             ]
-            out.extend(self._broadcast(targets, Changes(message.collection, tuple(fresh), True)))
+            if self.authenticator is not None:
+                targets = self._readers(targets, message.collection, out)
+            out.extend(
+                self._broadcast(
+                    targets, Changes(message.collection, tuple(fresh), True)
+                )
+            )
             self._fanned += len(fresh) * len(targets)
         return out
 
     def _on_pull(self, conn: ConnId, state: _Conn, message: Pull) -> list[Outgoing]:
+        self._authorize(state, "read", message.collection)
         self._pulls += 1
         name = message.collection
         since = message.since
@@ -263,13 +317,21 @@ class Hub:
         return [Outgoing(conn, tuple(frames))]
 
     def _snapshot_for(self, name: str, head: int) -> tuple[int, bytes] | None:
+        if is_encrypted(name):
+            return None
         stored = self.store.snapshot(name)
         if stored is not None and head - stored[0] < self.snapshot_after:
             return stored
         return self.compact(name)
 
     def compact(self, name: str) -> tuple[int, bytes] | None:
-        """Materialise the collection into a snapshot at its current head."""
+        """Materialise the collection into a snapshot at its current head.
+
+        End-to-end encrypted collections are never compacted: the hub cannot
+        read them.
+        """
+        if is_encrypted(name):
+            return None
         doc = LoroDoc()
         stored = self.store.snapshot(name)
         since = 0
@@ -294,6 +356,52 @@ class Hub:
         self.store.save_snapshot(name, since, data)
         return since, data
 
+    # Access ------------------------------------------------------------------
+
+    def _admit(self, conn: ConnId, message: Message) -> None:
+        if self.rate_limit is None:
+            return
+        ops = len(message.ops) if isinstance(message, Push) else 0
+        hit = self.rate_limit.admit(conn, ops)
+        if hit is not None:
+            raise RateLimitedError(f"too many {hit} per second on this connection")
+
+    def _authorize(self, state: _Conn, action: Action, collection: str) -> None:
+        if self.authenticator is None:
+            return
+        if state.principal is None:
+            raise UnauthorizedError("not authenticated")
+        self.authenticator.authorize(state.principal, action, collection)
+
+    def _readers(
+        self, targets: list[ConnId], collection: str, out: list[Outgoing]
+    ) -> list[ConnId]:
+        # Rights are checked on delivery too, so that an expired or revoked
+        # token stops the flow at once. A refused subscriber is unsubscribed
+        # and told why; after refreshing its token it pulls from its cursor.
+        allowed = []
+        for target in targets:
+            state = self._conns.get(target)
+            if state is None:
+                continue
+            try:
+                self._authorize(state, "read", collection)
+            except AccessError as exc:
+                self._reject(exc.code)
+                state.subscriptions.discard(collection)
+                self._subscribers.get(collection, set()).discard(target)
+                error = self._error(target, state, exc.code, str(exc), close=exc.fatal)
+                out.append(error)
+                continue
+            allowed.append(target)
+        return allowed
+
+    def _reject(self, code: str) -> None:
+        reason = code.replace("-", "_")
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        if self.on_reject is not None:
+            self.on_reject(reason)
+
     # Output ------------------------------------------------------------------
 
     def _encode(self, state: _Conn, message: Message) -> bytes:
@@ -312,7 +420,9 @@ class Hub:
                 continue
             frame = cache.get(state.checksums)
             if frame is None:
-                frame = cache[state.checksums] = encode(message, checksum=state.checksums)
+                frame = cache[state.checksums] = encode(
+                    message, checksum=state.checksums
+                )
             out.append(Outgoing(target, (frame,)))
         return out
 
@@ -345,6 +455,7 @@ class Hub:
                 for c in self._conns.values()
                 if c.replica is not None and c.status
             },
+            rejected=dict(self._rejected),
         )
 
 

@@ -38,15 +38,22 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..auth import Authenticator
 from ..clock import Clock, SystemClock
 from ..hub import Hub, Outgoing
 from ..hubstore import HubStore
 from ..monitoring.config import MonitoringConfig
 from ..monitoring.exposition import PROMETHEUS_CONTENT_TYPE
-from ..monitoring.health import HEALTH_MEDIA_TYPE, CheckResult, HealthChecks, HealthStatus
+from ..monitoring.health import (
+    HEALTH_MEDIA_TYPE,
+    CheckResult,
+    HealthChecks,
+    HealthStatus,
+)
 from ..monitoring.manager import MonitoringManager
 from ..monitoring.metrics import MetricsRegistry
 from ..protocol import DEFAULT_LIMITS, Limits
+from ..ratelimit import RateLimit
 from ..reliability.health import HealthCheckConfig, HealthChecker
 from .dashboard import Dashboard
 
@@ -58,7 +65,20 @@ GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,9 @@ class ServerLimits:
     protocol: Limits = DEFAULT_LIMITS
     max_connections: int = 10_000
     max_queued_bytes: int = 64 * 1024 * 1024
+    frames_per_second: float | None = None
+    ops_per_second: float | None = None
+    rate_burst_seconds: float = 1.0
 
 
 class _Client:
@@ -76,7 +99,9 @@ class _Client:
     def __init__(self, conn_id: int, websocket: WebSocket) -> None:
         self.conn_id = conn_id
         self.websocket = websocket
-        self.queue: asyncio.Queue[tuple[tuple[bytes, ...], bool] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[tuple[bytes, ...], bool] | None] = (
+            asyncio.Queue()
+        )
         self.queued_bytes = 0
         self.closing = False
 
@@ -90,6 +115,8 @@ class SyncServer:
         monitoring: metrics/alerts/health settings (uptime is tracked by default).
         clock: the time source for health and monitoring.
         registry: a metrics registry to share.
+        authenticator: checks tokens and per-collection rights (see
+            :mod:`leptos_sync.auth`); ``None`` serves everyone.
     """
 
     def __init__(
@@ -100,22 +127,41 @@ class SyncServer:
         monitoring: MonitoringConfig | None = None,
         clock: Clock | None = None,
         registry: MetricsRegistry | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.store = store
         self.limits = limits if limits is not None else ServerLimits()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.hub = Hub(store, limits=self.limits.protocol)
-        self.registry = registry if registry is not None else MetricsRegistry()
-        monitoring = monitoring if monitoring is not None else MonitoringConfig(
-            uptime_tracking=True
+        rate_limit = None
+        if self.limits.frames_per_second or self.limits.ops_per_second:
+            rate_limit = RateLimit(
+                frames_per_second=self.limits.frames_per_second,
+                ops_per_second=self.limits.ops_per_second,
+                burst_seconds=self.limits.rate_burst_seconds,
+                clock=self.clock,
+            )
+        self.hub = Hub(
+            store,
+            limits=self.limits.protocol,
+            authenticator=authenticator,
+            rate_limit=rate_limit,
         )
-        self.monitoring = MonitoringManager(monitoring, clock=self.clock, registry=self.registry)
+        self.registry = registry if registry is not None else MetricsRegistry()
+        monitoring = (
+            monitoring
+            if monitoring is not None
+            else MonitoringConfig(uptime_tracking=True)
+        )
+        self.monitoring = MonitoringManager(
+            monitoring, clock=self.clock, registry=self.registry
+        )
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._accepting = True
         self._closed = False
         self._started = time.monotonic()
         self._instrument()
+        self.hub.on_reject = lambda reason: self._m_rejected.labels(reason).inc()
         self.health_checker = self._build_health()
         self.dashboard = Dashboard(
             self.hub,
@@ -145,7 +191,9 @@ class SyncServer:
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Starlette lifespan: start monitoring; on exit, shut down gracefully."""
         await self.monitoring.start()
-        logger.info("sync server ready (store %s)", getattr(self.store, "path", "memory"))
+        logger.info(
+            "sync server ready (store %s)", getattr(self.store, "path", "memory")
+        )
         try:
             yield
         finally:
@@ -186,6 +234,12 @@ class SyncServer:
             return
         if len(self._clients) >= self.limits.max_connections:
             self._m_rejected.labels("max_connections").inc()
+            # Accept only to say why in a protocol error frame, then close.
+            await websocket.accept()
+            with contextlib.suppress(Exception):
+                await websocket.send_bytes(
+                    self.hub.error_frame("too-many-connections", "server is full")
+                )
             await websocket.close(code=TRY_AGAIN_LATER, reason="too many connections")
             return
         await websocket.accept()
@@ -219,7 +273,9 @@ class SyncServer:
             frame = message.get("bytes")
             if frame is None:
                 self._m_errors.labels("text_frame").inc()
-                await self._send_error(client, "malformed", "frames are binary messages")
+                await self._send_error(
+                    client, "malformed", "frames are binary messages"
+                )
                 return
             self._m_frames_in.inc()
             self._m_bytes_in.inc(len(frame))
@@ -284,7 +340,9 @@ class SyncServer:
         report = await self.health_checker.run()
         report = self.monitoring.health(report.checks, service_id=self.store.server_id)
         return JSONResponse(
-            report.to_json(), status_code=report.http_status, media_type=HEALTH_MEDIA_TYPE
+            report.to_json(),
+            status_code=report.http_status,
+            media_type=HEALTH_MEDIA_TYPE,
         )
 
     async def _livez(self, request: Request) -> Response:
@@ -308,7 +366,9 @@ class SyncServer:
         return JSONResponse({"status": "pass"}, media_type=HEALTH_MEDIA_TYPE)
 
     async def _metrics(self, request: Request) -> Response:
-        return PlainTextResponse(self.registry.text(), media_type=PROMETHEUS_CONTENT_TYPE)
+        return PlainTextResponse(
+            self.registry.text(), media_type=PROMETHEUS_CONTENT_TYPE
+        )
 
     # Monitoring --------------------------------------------------------------
 
@@ -319,7 +379,7 @@ class SyncServer:
         )
         self._m_rejected = r.counter(
             "leptos_sync_server_rejected_total",
-            "Connections refused, by reason.",
+            "Connections and messages refused, by reason.",
             labelnames=("reason",),
         )
         self._m_errors = r.counter(
@@ -364,7 +424,8 @@ class SyncServer:
         config = HealthCheckConfig(
             uptime_tracking=False,  # added by the monitoring manager when tracked
             basic_checks=True,
-            advanced_checks=self.monitoring.config.health_checks is HealthChecks.Advanced,
+            advanced_checks=self.monitoring.config.health_checks
+            is HealthChecks.Advanced,
         )
         checker = HealthChecker(config, self.clock, service_id="leptos-sync-server")
 
