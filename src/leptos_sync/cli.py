@@ -211,7 +211,7 @@ def inspect(store: str, as_json: bool) -> None:
                 "log_entries": len(stored.log),
                 "snapshot_bytes": len(stored.snapshot or b""),
             }
-        info = {
+        info: dict[str, Any] = {
             "store": str(Path(store).resolve()),
             "replica_id": f"{state.replica_id:016x}",
             "app_version": storage.app_version,
