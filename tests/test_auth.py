@@ -486,3 +486,78 @@ async def test_live_token_expiry_with_refresh_applies_every_row_exactly_once(
             assert store.head("c") == 61
             assert server.hub.statistics().ops_stored == 61
             assert reader.replica.statistics().remote_ops_applied == 61
+
+
+def test_serve_with_a_secret_and_the_token_command(tmp_path: Path) -> None:
+    """``serve --auth-secret-env`` refuses a client without a token and admits one
+    holding a token from ``leptos-sync token``; the secret is never printed."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SYNC_SECRET="correct horse battery staple")
+    issued = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leptos_sync",
+            "token",
+            "alice",
+            "--secret-env",
+            "SYNC_SECRET",
+            "--read",
+            "notes",
+            "--write",
+            "notes",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leptos_sync",
+            "serve",
+            "--db",
+            str(tmp_path / "hub.sqlite3"),
+            "--port",
+            "0",
+            "--auth-secret-env",
+            "SYNC_SECRET",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+
+        async def main() -> None:
+            config = SyncConfig(
+                token=issued, heartbeat_interval=0.2, heartbeat_timeout=1.0
+            )
+            async with EndToEndSyncManager(
+                Storage.memory(), Transport.websocket(url), config
+            ) as manager:
+                manager.collection("notes").insert("n", {"v": 1})
+                await manager.wait_synced(10)
+            refused = EndToEndSyncManager(
+                Storage.memory(), Transport.websocket(url), SyncConfig()
+            )
+            async with refused:
+                refused.collection("notes").insert("x", {"v": 2})
+                with pytest.raises(TimeoutError):
+                    await refused.wait_synced(1.0)
+                assert "unauthorized" in (refused.status().last_error or "")
+
+        asyncio.run(main())
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=20)
+    assert "correct horse" not in err

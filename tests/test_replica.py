@@ -391,3 +391,45 @@ def test_regression_lost_fan_out_is_recovered_at_the_next_push(wire: Wire) -> No
     b.collection("c").insert("y", {})
     wire.pump()
     assert converged(a, b) == {"x": {}, "y": {}}
+
+
+def test_another_server_store_resets_the_cursors_regression() -> None:
+    """A replica that meets a different server store (another server, or one
+    restored from a backup) forgets its cursors and fetches everything again,
+    instead of skipping operations numbered below its old cursor."""
+    from leptos_sync.hub import Hub
+    from leptos_sync.hubstore import HubStore
+
+    def sync(replica: Replica, hub: Hub, conn: int) -> None:
+        hub.connect(conn)
+        replica.connected()
+        for _ in range(20):
+            frames = replica.take_outgoing()
+            if not frames:
+                break
+            for frame in frames:
+                for out in hub.handle(conn, frame):
+                    for reply in out.frames:
+                        replica.receive(reply)
+        hub.disconnect(conn)
+        replica.disconnected()
+
+    first, second = Hub(HubStore.memory()), Hub(HubStore.memory())
+    writer = Replica(Storage.memory())
+    for i in range(5):
+        writer.collection("c").insert(f"w{i}", {"i": i})
+    sync(writer, first, 1)
+    other = Replica(Storage.memory())
+    other.collection("c").insert("o", {"from": "second"})
+    sync(other, second, 2)
+
+    reader = Replica(Storage.memory())
+    reader.collection("c")
+    sync(reader, first, 3)
+    assert reader.session.cursor("c") == 5
+    sync(reader, second, 4)
+    # The second store numbers its one operation 1: below the old cursor, and
+    # still fetched.
+    assert reader.collection("c").get("o") == {"from": "second"}
+    assert reader.session.known_server == second.store.server_id
+    assert reader.storage.load_state("server_id") == second.store.server_id.encode()

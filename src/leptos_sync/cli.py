@@ -69,18 +69,25 @@ def main(log_level: str) -> None:
               help="TLS certificate (serves wss://).")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="TLS private key.")
+@click.option("--auth-secret-env", default=None, metavar="VAR",
+              help="Require signed tokens, verified with the secret in $VAR.")
 @_clean_errors
 def serve(db: str, host: str, port: int, durability: str, certfile: str | None,
-          keyfile: str | None) -> None:
-    """Run the sync server (WebSocket at /ws, plus /health, /metrics)."""
+          keyfile: str | None, auth_secret_env: str | None) -> None:
+    """Run the sync server (WebSocket at /ws, plus /health, /metrics, /dashboard)."""
+    from .backup import add_integrity_check
     from .hubstore import HubStore
     from .server.app import SyncServer
     from .server.run import run_server
 
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
+    authenticator = None
+    if auth_secret_env is not None:
+        authenticator = _signed_tokens(auth_secret_env)
     store = HubStore.sqlite(db, durability=durability)  # type: ignore[arg-type]
-    server = SyncServer(store)
+    server = SyncServer(store, authenticator=authenticator)
+    add_integrity_check(server)
 
     def ready(url: str) -> None:
         click.echo(f"leptos-sync server listening on {url}", nl=True)
@@ -88,6 +95,34 @@ def serve(db: str, host: str, port: int, durability: str, certfile: str | None,
 
     run_server(server, host, port, on_ready=ready, ssl_certfile=certfile,
                ssl_keyfile=keyfile)
+
+
+def _signed_tokens(variable: str) -> Any:
+    import os
+
+    from .auth import SignedTokens
+
+    secret = os.environ.get(variable)
+    if not secret:
+        raise click.UsageError(f"${variable} is not set (it holds the token secret)")
+    return SignedTokens(secret)
+
+
+@main.command()
+@click.argument("subject")
+@click.option("--secret-env", default="LEPTOS_SYNC_SECRET", show_default=True,
+              metavar="VAR", help="The environment variable holding the secret.")
+@click.option("--read", "read", multiple=True, help="Collections it may read (globs).")
+@click.option("--write", "write", multiple=True, help="Collections it may write.")
+@click.option("--expires-in", default=3600.0, show_default=True,
+              help="Seconds until it expires (0: never).")
+@_clean_errors
+def token(subject: str, secret_env: str, read: tuple[str, ...], write: tuple[str, ...],
+          expires_in: float) -> None:
+    """Issue a signed token for a server run with --auth-secret-env."""
+    tokens = _signed_tokens(secret_env)
+    click.echo(tokens.issue(subject, read=read, write=write,
+                            expires_in=expires_in or None))
 
 
 def _run_replay(trace: Path, url: str | None, replicas: int | None,

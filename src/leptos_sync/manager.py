@@ -143,6 +143,7 @@ class EndToEndSyncManager:
         self._last_sync_wall: int | None = None
         self._last_sync_ns = self.clock.monotonic_ns()
         self._last_error: str | None = None
+        self._server_said: str | None = None
         self._reconnects = 0
         self._connected_once = False
         self._listeners: list[Callable[[list[Change]], None]] = []
@@ -404,6 +405,7 @@ class EndToEndSyncManager:
         return conn
 
     async def _serve(self, conn: Connection) -> None:
+        self._server_said = None
         self._conn = conn
         self._last_frame_ns = self.clock.monotonic_ns()
         self.instruments.connected.set(1)
@@ -444,7 +446,11 @@ class EndToEndSyncManager:
             self._update_synced()
 
     def _note_link_error(self, exc: BaseException) -> None:
-        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._server_said is not None and isinstance(exc, TransportError):
+            # The server explained why it closed the link: that is the news.
+            self._last_error = f"server: {self._server_said}"
+        else:
+            self._last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ProtocolError):
             self.instruments.protocol_errors.inc()
             logger.warning(
@@ -472,6 +478,7 @@ class EndToEndSyncManager:
             if error is not None:
                 self.replica.last_error = None
                 self._last_error = str(error)
+                self._server_said = str(error)
 
     async def _writer(self, conn: Connection) -> None:
         while True:

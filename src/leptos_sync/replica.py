@@ -34,6 +34,7 @@ from .session import (
     Effect,
     Live,
     Send,
+    ServerChanged,
     ServerError,
     SessionStatistics,
 )
@@ -100,6 +101,8 @@ class Replica:
             token=token,
             max_batch_ops=max_batch_ops,
         )
+        known = storage.load_state("server_id")
+        self.session.known_server = known.decode() if known else None
         self._stored = state
         self._collections: dict[str, CollectionDoc] = {}
         self._log_lengths: dict[str, int] = {}
@@ -324,6 +327,8 @@ class Replica:
                 logger.warning(
                     "replica %x: server error %s", self.replica_id, effect.error
                 )
+            elif isinstance(effect, ServerChanged):
+                self._server_changed(effect)
             elif isinstance(effect, Live):
                 pass
             if self.on_effect is not None:
@@ -409,6 +414,19 @@ class Replica:
                 continue
             opened.append(RemoteOp(op.seq, op.replica, op.counter, op.hlc, data))
         return tuple(opened)
+
+    def _server_changed(self, effect: ServerChanged) -> None:
+        if effect.previous is not None:
+            logger.warning(
+                "replica %x: server store changed (%s -> %s); fetching everything",
+                self.replica_id,
+                effect.previous,
+                effect.current,
+            )
+            self.persist()
+            for name in self._collections:
+                self.storage.reset_cursor(name)
+        self.storage.save_state("server_id", effect.current.encode())
 
     def persist(self) -> None:
         """Write received operations and acknowledgements to the store.

@@ -125,7 +125,15 @@ class ServerError:
     fatal: bool
 
 
-Effect = Send | ApplyRemote | ApplySnapshot | Acked | Live | ServerError
+@dataclass(frozen=True, slots=True)
+class ServerChanged:
+    """The server's store is not the one the cursors refer to; they restart at 0."""
+
+    previous: str | None
+    current: str
+
+
+Effect = Send | ApplyRemote | ApplySnapshot | Acked | Live | ServerError | ServerChanged
 
 
 @dataclass
@@ -213,6 +221,8 @@ class ClientSession:
         self.resync_interval_ns = resync_interval_ns
         self.state = SessionState.DISCONNECTED
         self.server: str | None = None
+        #: The server store the cursors refer to (kept in the replica's store).
+        self.known_server: str | None = None
         self.now_ns = 0
         self._colls: dict[str, _Collection] = {}
         self._pushed = self._acked = self._received = self._skipped = 0
@@ -390,6 +400,17 @@ class ClientSession:
         self.max_batch_ops = min(self.max_batch_ops, message.max_ops_per_batch)
         self.max_batch_bytes = min(self.max_batch_bytes, message.max_frame_bytes // 2)
         effects: list[Effect] = []
+        if message.server != self.known_server:
+            # Sequence numbers belong to one server store. Another store (a
+            # different server, or one restored from a backup, which gets a new
+            # id) numbers differently: forget the cursors and fetch everything;
+            # merging what we already hold changes nothing.
+            if self.known_server is not None:
+                for coll in self._colls.values():
+                    coll.cursor = 0
+                    coll.known.clear()
+            effects.append(ServerChanged(self.known_server, message.server))
+            self.known_server = message.server
         for name, coll in self._colls.items():
             effects.append(self._pull(name, coll))
             effects.extend(self._fill(name, coll))
