@@ -204,12 +204,6 @@ async def test_a_corrupt_replica_blob_is_quarantined_reported_and_repaired(
     assert procs.integrity(store) == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IntegrityFailure watches the counter's increase, and a count already "
-    "above zero at the alert manager's first evaluation is taken as its baseline: "
-    "corruption found while the store loads never fires the alert",
-)
 async def test_corruption_found_while_loading_fires_the_integrity_alert(
     tmp_path: Path,
 ) -> None:

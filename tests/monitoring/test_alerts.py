@@ -613,12 +613,13 @@ async def test_increase_counts_a_counter_that_appears_later() -> None:
     assert manager.alerts() == []
 
 
-async def test_increase_ignores_counts_before_the_first_evaluation() -> None:
-    """Failures counted before monitoring started are the baseline, not an alert."""
+async def test_increase_counts_failures_before_the_first_evaluation() -> None:
+    """Failures counted before the first evaluation (corruption found while the
+    store loaded) fire the alert: the registry's counters start at zero."""
     manager, _, _ = _manager(builtin_rules())
     manager.registry.counter("leptos_sync_integrity_failures_total").inc(5)
     await manager.evaluate()
-    assert manager.alerts() == []
+    assert [a.name for a in manager.alerts()] == ["IntegrityFailure"]
 
 
 def test_builtin_rules_validate_thresholds() -> None:

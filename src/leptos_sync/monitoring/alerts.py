@@ -589,9 +589,10 @@ class AlertManager:
         window = to_ns(rule.increase_over)
         history = self._history.get((rule.name, labels))
         if history is None:
-            # A series already there at the first evaluation is the baseline;
-            # one that appears later started from zero since then.
-            history = deque([(now, value if first else 0.0)])
+            # Counters in this process's registry start at zero: whatever a
+            # series holds when first seen happened since, and counts (an
+            # integrity failure found while the store loaded, say).
+            history = deque([(now, 0.0)])
             self._history[(rule.name, labels)] = history
         history.append((now, value))
         # Keep the newest sample at or before the window's start as its base.
