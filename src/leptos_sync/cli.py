@@ -178,7 +178,7 @@ def _print_summary(summary: Any) -> None:
     if health is not None:
         checks = ", ".join(
             f"{key}={items[0].get('status')}"
-            + (f" ({items[0]['observedValue']}{items[0].get('observedUnit', '')})"
+            + (f" ({items[0]['observedValue']} {items[0].get('observedUnit', '')})"
                if "observedValue" in items[0] else "")
             for key, items in health.get("checks", {}).items()
         )
