@@ -58,22 +58,56 @@ def main(log_level: str) -> None:
 
 
 @main.command()
-@click.option("--db", "db", default="leptos-sync-server.sqlite3", show_default=True,
-              help="The server's SQLite store (created if missing).")
+@click.option(
+    "--db",
+    "db",
+    default="leptos-sync-server.sqlite3",
+    show_default=True,
+    help="The server's SQLite store (created if missing).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int,
-              help="0 picks a free port (printed on start).")
-@click.option("--durability", type=click.Choice(["process", "power"]), default="process",
-              show_default=True, help="'power' fsyncs every commit.")
-@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TLS certificate (serves wss://).")
-@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TLS private key.")
-@click.option("--auth-secret-env", default=None, metavar="VAR",
-              help="Require signed tokens, verified with the secret in $VAR.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=int,
+    help="0 picks a free port (printed on start).",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["process", "power"]),
+    default="process",
+    show_default=True,
+    help="'power' fsyncs every commit.",
+)
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TLS certificate (serves wss://).",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TLS private key.",
+)
+@click.option(
+    "--auth-secret-env",
+    default=None,
+    metavar="VAR",
+    help="Require signed tokens, verified with the secret in $VAR.",
+)
 @_clean_errors
-def serve(db: str, host: str, port: int, durability: str, certfile: str | None,
-          keyfile: str | None, auth_secret_env: str | None) -> None:
+def serve(
+    db: str,
+    host: str,
+    port: int,
+    durability: str,
+    certfile: str | None,
+    keyfile: str | None,
+    auth_secret_env: str | None,
+) -> None:
     """Run the sync server (WebSocket at /ws, plus /health, /metrics, /dashboard)."""
     from .backup import add_integrity_check
     from .hubstore import HubStore
@@ -93,8 +127,9 @@ def serve(db: str, host: str, port: int, durability: str, certfile: str | None,
         click.echo(f"leptos-sync server listening on {url}", nl=True)
         sys.stdout.flush()
 
-    run_server(server, host, port, on_ready=ready, ssl_certfile=certfile,
-               ssl_keyfile=keyfile)
+    run_server(
+        server, host, port, on_ready=ready, ssl_certfile=certfile, ssl_keyfile=keyfile
+    )
 
 
 def _signed_tokens(variable: str) -> Any:
@@ -110,26 +145,47 @@ def _signed_tokens(variable: str) -> Any:
 
 @main.command()
 @click.argument("subject")
-@click.option("--secret-env", default="LEPTOS_SYNC_SECRET", show_default=True,
-              metavar="VAR", help="The environment variable holding the secret.")
+@click.option(
+    "--secret-env",
+    default="LEPTOS_SYNC_SECRET",
+    show_default=True,
+    metavar="VAR",
+    help="The environment variable holding the secret.",
+)
 @click.option("--read", "read", multiple=True, help="Collections it may read (globs).")
 @click.option("--write", "write", multiple=True, help="Collections it may write.")
-@click.option("--expires-in", default=3600.0, show_default=True,
-              help="Seconds until it expires (0: never).")
+@click.option(
+    "--expires-in",
+    default=3600.0,
+    show_default=True,
+    help="Seconds until it expires (0: never).",
+)
 @_clean_errors
-def token(subject: str, secret_env: str, read: tuple[str, ...], write: tuple[str, ...],
-          expires_in: float) -> None:
+def token(
+    subject: str,
+    secret_env: str,
+    read: tuple[str, ...],
+    write: tuple[str, ...],
+    expires_in: float,
+) -> None:
     """Issue a signed token for a server run with --auth-secret-env."""
     tokens = _signed_tokens(secret_env)
-    click.echo(tokens.issue(subject, read=read, write=write,
-                            expires_in=expires_in or None))
+    click.echo(
+        tokens.issue(subject, read=read, write=write, expires_in=expires_in or None)
+    )
 
 
-def _run_replay(trace: Path, url: str | None, replicas: int | None,
-                in_process: bool, timeout: float) -> None:
+def _run_replay(
+    trace: Path, url: str | None, replicas: int | None, in_process: bool, timeout: float
+) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from .replay import replay
     from .traces import load_trace
@@ -149,8 +205,14 @@ def _run_replay(trace: Path, url: str | None, replicas: int | None,
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        summary = replay(trace, url=url, replicas=replicas, processes=not in_process,
-                         timeout=timeout, on_progress=progress)
+        summary = replay(
+            trace,
+            url=url,
+            replicas=replicas,
+            processes=not in_process,
+            timeout=timeout,
+            on_progress=progress,
+        )
         bar.update(task, completed=summary.operations, total=summary.operations)
     _print_summary(summary)
     if not summary.converged:
@@ -168,18 +230,25 @@ def _print_summary(summary: Any) -> None:
     out(f"bytes on wire   {summary.wire_bytes:,} (client frames, both directions)")
     for r in summary.results:
         verdict = "converged" if r.converged else f"FAILED {r.error or r.detail}"
-        out(f"  replica {r.index} {r.role:<6} local {r.local_ops:>7,}  remote "
+        out(
+            f"  replica {r.index} {r.role:<6} local {r.local_ops:>7,}  remote "
             f"{r.remote_ops:>7,}  {r.seconds:6.2f} s ({r.cpu_seconds:5.2f} s CPU)  "
-            f"{verdict}")
+            f"{verdict}"
+        )
     if summary.server_cpu_seconds is not None:
-        out(f"server process  {summary.server_cpu_seconds:.2f} s CPU, "
-            f"{(summary.server_rss_bytes or 0) / 2**20:.0f} MiB resident")
+        out(
+            f"server process  {summary.server_cpu_seconds:.2f} s CPU, "
+            f"{(summary.server_rss_bytes or 0) / 2**20:.0f} MiB resident"
+        )
     health = summary.server_health
     if health is not None:
         checks = ", ".join(
             f"{key}={items[0].get('status')}"
-            + (f" ({items[0]['observedValue']} {items[0].get('observedUnit', '')})"
-               if "observedValue" in items[0] else "")
+            + (
+                f" ({items[0]['observedValue']} {items[0].get('observedUnit', '')})"
+                if "observedValue" in items[0]
+                else ""
+            )
             for key, items in health.get("checks", {}).items()
         )
         out(f"server health   {health.get('status')}: {checks}")
@@ -187,13 +256,20 @@ def _print_summary(summary: Any) -> None:
     if stored is not None:
         dup = summary.server_figures.get("leptos_sync_server_operations_duplicate", 0)
         out(f"server stored   {stored:,.0f} operations ({dup:,.0f} duplicates resent)")
-    out("result          " + ("all replicas equal endContent" if summary.converged
-                              else "MISMATCH"))
+    out(
+        "result          "
+        + ("all replicas equal endContent" if summary.converged else "MISMATCH")
+    )
 
 
 @main.command()
-@click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="Trace to replay (default: friendsforever).")
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Trace to replay (default: friendsforever).",
+)
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds per wait.")
 @_clean_errors
@@ -207,14 +283,21 @@ def demo(trace_path: str | None, in_process: bool, timeout: float) -> None:
 
 @main.command("replay")
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
-@click.option("--url", default=None, help="A running server (ws://...); default: start one.")
-@click.option("--replicas", type=click.IntRange(min=1), default=None,
-              help="Sequential traces: replicas in all (1 writer + readers; default 2).")
+@click.option(
+    "--url", default=None, help="A running server (ws://...); default: start one."
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sequential traces: replicas in all (1 writer + readers; default 2).",
+)
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds per wait.")
 @_clean_errors
-def replay_cmd(trace: str, url: str | None, replicas: int | None, in_process: bool,
-               timeout: float) -> None:
+def replay_cmd(
+    trace: str, url: str | None, replicas: int | None, in_process: bool, timeout: float
+) -> None:
     """Replay an editing trace (sequential or concurrent) through a sync server."""
     _run_replay(Path(trace), url, replicas, in_process, timeout)
 
@@ -225,8 +308,8 @@ def replay_cmd(trace: str, url: str | None, replicas: int | None, in_process: bo
 @_clean_errors
 def inspect(store: str, as_json: bool) -> None:
     """Show a replica store's collections, outbox depth, cursors and integrity."""
-    from .crdt import CollectionDoc
     from .clock import HybridLogicalClock
+    from .crdt import CollectionDoc
     from .storage import SQLiteStorage
 
     storage = SQLiteStorage(Path(store))
@@ -263,11 +346,15 @@ def inspect(store: str, as_json: bool) -> None:
     click.echo(f"store         {info['store']}")
     click.echo(f"replica id    {info['replica_id']}")
     click.echo(f"outbox depth  {info['outbox_depth']}")
-    click.echo(f"integrity     {info['sqlite_integrity']}; "
-               f"{len(info['quarantined'])} blobs quarantined")
+    click.echo(
+        f"integrity     {info['sqlite_integrity']}; "
+        f"{len(info['quarantined'])} blobs quarantined"
+    )
     for name, c in collections.items():
-        click.echo(f"  {name}: {c['records']} records, cursor {c['cursor']}, "
-                   f"outbox {c['outbox']}, log {c['log_entries']}")
+        click.echo(
+            f"  {name}: {c['records']} records, cursor {c['cursor']}, "
+            f"outbox {c['outbox']}, log {c['log_entries']}"
+        )
 
 
 #: The server figures ``status`` prints, in order: (label, metric sample name).
@@ -471,27 +558,43 @@ def backup(store: str, dest: str, as_json: bool) -> None:
     click.echo(f"file      {entry.name}: {entry.size:,} bytes, sha256 {entry.sha256}")
     click.echo("tables    " + ", ".join(f"{k} {v}" for k, v in manifest.tables.items()))
     if manifest.bad_blobs:
-        click.echo(f"warning   {manifest.bad_blobs} corrupt blobs copied as they are "
-                   "(see `leptos-sync scrub`)", err=True)
+        click.echo(
+            f"warning   {manifest.bad_blobs} corrupt blobs copied as they are "
+            "(see `leptos-sync scrub`)",
+            err=True,
+        )
 
 
 @main.command()
 @click.argument("backup_dir", metavar="BACKUP", type=click.Path(exists=True))
 @click.argument("store", type=click.Path(dir_okay=False))
-@click.option("--keep-identity", is_flag=True,
-              help="Keep the backup's replica or server id (see docs/reliability.md).")
-@click.option("--no-keep-previous", is_flag=True,
-              help="Do not keep the replaced store as STORE.pre-restore-<time>.")
+@click.option(
+    "--keep-identity",
+    is_flag=True,
+    help="Keep the backup's replica or server id (see docs/reliability.md).",
+)
+@click.option(
+    "--no-keep-previous",
+    is_flag=True,
+    help="Do not keep the replaced store as STORE.pre-restore-<time>.",
+)
 @_clean_errors
-def restore(backup_dir: str, store: str, keep_identity: bool,
-            no_keep_previous: bool) -> None:
+def restore(
+    backup_dir: str, store: str, keep_identity: bool, no_keep_previous: bool
+) -> None:
     """Verify BACKUP and replace STORE with it (stop its process first)."""
     from .backup import restore_store
 
-    result = restore_store(backup_dir, store, new_identity=not keep_identity,
-                           keep_previous=not no_keep_previous)
-    click.echo(f"restored  {result.path} from the backup of "
-               f"{result.manifest.created.isoformat()}")
+    result = restore_store(
+        backup_dir,
+        store,
+        new_identity=not keep_identity,
+        keep_previous=not no_keep_previous,
+    )
+    click.echo(
+        f"restored  {result.path} from the backup of "
+        f"{result.manifest.created.isoformat()}"
+    )
     click.echo(f"identity  {result.manifest.kind} {result.old_id} -> {result.new_id}")
     if result.previous is not None:
         click.echo(f"previous  kept as {result.previous}")
@@ -507,11 +610,19 @@ def scrub(store: str, as_json: bool) -> None:
 
     report = scrub_store(store)
     if as_json:
-        click.echo(json.dumps({
-            "store": str(report.path), "kind": report.kind, "checked": report.checked,
-            "bad": [str(b) for b in report.bad], "sqlite_integrity": report.sqlite_integrity,
-            "ok": report.ok,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "store": str(report.path),
+                    "kind": report.kind,
+                    "checked": report.checked,
+                    "bad": [str(b) for b in report.bad],
+                    "sqlite_integrity": report.sqlite_integrity,
+                    "ok": report.ok,
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(f"{report.kind} store {report.path}: {report.describe()}")
     if not report.ok:

@@ -276,9 +276,7 @@ class HLCTimestamp:
 
     def to_datetime(self) -> datetime:
         """The wall-clock part, for display only (never for ordering)."""
-        return datetime.fromtimestamp(0, UTC) + timedelta(
-            milliseconds=self.wall_ms
-        )
+        return datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=self.wall_ms)
 
     def __str__(self) -> str:
         return f"{self.wall_ms}.{self.logical:05d}@{self.replica:016x}"

@@ -74,7 +74,7 @@ def text(initial: str = "") -> NewField:
     return NewField(FieldKind.TEXT, initial)
 
 
-def list(items: Iterable[Any] = ()) -> NewField:  # noqa: A001 - reads as fields.list
+def list(items: Iterable[Any] = ()) -> NewField:
     """A list field holding JSON values."""
     values = _list(items)
     for item in values:

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-
 from .auth import Action, Authenticator, Principal
 from .crdt import ExportMode, LoroDoc, call_loro
 from .e2e import is_encrypted

@@ -325,7 +325,8 @@ class SQLiteHubStore(HubStore):
     def save_snapshot(self, collection: str, seq: int, data: bytes) -> None:
         with self._txn() as db:
             db.execute(
-                "INSERT INTO snapshots (collection, seq, data, crc) VALUES (?, ?, ?, ?) "
+                "INSERT INTO snapshots (collection, seq, data, crc) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(collection) DO UPDATE SET seq=excluded.seq, "
                 "data=excluded.data, crc=excluded.crc",
                 (collection, seq, data, crc32c(data)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -102,7 +102,7 @@ class CheckResult:
         if self.output:
             out["output"] = self.output
         if self.time is not None:
-            out["time"] = self.time.astimezone(timezone.utc).isoformat()
+            out["time"] = self.time.astimezone(UTC).isoformat()
         return out
 
 

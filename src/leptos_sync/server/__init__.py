@@ -3,4 +3,10 @@
 from .app import ServerLimits, SyncServer, create_app
 from .run import run_server, serve_in_background
 
-__all__ = ["ServerLimits", "SyncServer", "create_app", "run_server", "serve_in_background"]
+__all__ = [
+    "ServerLimits",
+    "SyncServer",
+    "create_app",
+    "run_server",
+    "serve_in_background",
+]

@@ -94,7 +94,7 @@ class ServerLimits:
 
 
 class _Client:
-    __slots__ = ("conn_id", "queue", "queued_bytes", "websocket", "closing")
+    __slots__ = ("closing", "conn_id", "queue", "queued_bytes", "websocket")
 
     def __init__(self, conn_id: int, websocket: WebSocket) -> None:
         self.conn_id = conn_id

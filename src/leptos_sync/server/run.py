@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 

@@ -1,0 +1,1 @@
+"""Benchmarks of leptos_sync against named peers; run ``python -m bench``."""
