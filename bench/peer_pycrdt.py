@@ -176,16 +176,29 @@ async def leave_together(barrier: Any, timeout: float) -> None:
 
 
 async def trace_role(
-    role: str, base_url: str, room: str, trace_file: str, timeout: float, barrier: Any
+    role: str,
+    base_url: str,
+    room: str,
+    trace_file: str,
+    timeout: float,
+    ready: Any,
+    start: Any,
+    barrier: Any,
 ) -> dict[str, Any]:
-    """One replica of a sequential trace replay (``writer`` or ``reader``)."""
+    """One replica of a sequential trace replay (``writer`` or ``reader``).
+
+    Like ours, it loads the trace and connects first, sets ``ready``, and starts
+    when the parent sets ``start``.
+    """
     from leptos_sync.traces import load_trace
 
     trace = load_trace(trace_file)
-    started = time.perf_counter()
     doc: pycrdt.Doc = pycrdt.Doc()
     text = doc.get("body", type=pycrdt.Text)
     async with synced(base_url, room, doc) as channel:
+        ready.set()
+        await asyncio.to_thread(start.wait, timeout)
+        started = time.perf_counter()
         if role == "writer":
             patches = [p for txn in trace.txns for p in txn.patches]
             chunk = 2000
@@ -245,7 +258,6 @@ async def agent_role(
 
     trace = load_trace(trace_file)
     parents = [txn.parents for txn in trace.txns]
-    started = time.perf_counter()
     live: pycrdt.Doc = pycrdt.Doc()
     live_text = live.get("body", type=pycrdt.Text)
     live_log = live.get("log", type=pycrdt.Map)
@@ -278,6 +290,7 @@ async def agent_role(
         connected.set()
         while not start.is_set():
             await asyncio.sleep(0.005)
+        started = time.perf_counter()
         for made, index in enumerate(mine):
             await drain(channel, made, 1, timeout)
             missing = missing_ancestors(parents, index, have)

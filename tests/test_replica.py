@@ -361,6 +361,31 @@ def test_regression_compaction_keeps_updates_waiting_for_dependencies(
     assert Replica(Storage.sqlite(path)).collection("c").get("r") == {"n": 3}
 
 
+def test_compaction_folds_at_doubling_log_lengths(tmp_path: Path) -> None:
+    """The log is folded after ``compact_after`` updates, then each time it holds
+    as many updates as the snapshot covers: at 10, 20, 40 and 80 updates."""
+    path = tmp_path / "a.sqlite3"
+    a = Replica(Storage.sqlite(path), compact_after=10)
+    notes = a.collection("c")
+    folds: list[int] = []
+    compact = a.compact
+
+    def counting(name: str) -> None:
+        folds.append(a.statistics().local_ops)
+        compact(name)
+
+    a.compact = counting  # type: ignore[method-assign]
+    notes.insert("r", {"n": fields.counter()})
+    for _ in range(99):
+        notes.counter("r", "n").increment()
+
+    assert folds == [10, 20, 40, 80]
+    a.close()
+    again = Replica(Storage.sqlite(path))
+    assert again.collection("c").get("r") == {"n": 99}
+    again.close()
+
+
 def test_statistics_count_frames_and_ops(wire: Wire) -> None:
     """Replica statistics count local ops, remote ops and frames."""
     a, b = wire.replica(), wire.replica()

@@ -39,7 +39,8 @@ class SyncConfig:
         poll_interval: how often timeouts are checked.
         max_batch_ops: the most operations in one push frame.
         compact_after: fold a collection's local log into a snapshot after this
-            many updates.
+            many updates, and later whenever the log holds as many updates as
+            the snapshot covers (so compaction stays cheap as a log grows).
         status_interval: how often the replica reports its outbox depth and
             counters to the server (for its dashboard); ``None`` turns it off.
         token_provider: an async callable returning a fresh token; called when

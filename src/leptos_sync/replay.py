@@ -17,6 +17,11 @@ applies the transaction and hands the resulting update to the manager as one
 local operation. The manager's collection receives everything and converges.
 
 Every replica finally checks its text against the trace's ``endContent``.
+
+The replay is timed from the moment every replica has loaded the trace, opened
+its store, connected and received the seed record: they are released together,
+and the figures (wall time, operations per second, each replica's CPU seconds)
+measure the sync alone.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,7 @@ __all__ = ["ReplayError", "ReplayResult", "ReplaySummary", "replay"]
 RECORD = "doc"
 FIELD = "body"
 Report = Callable[[int, str, Any], None]
+Start = Callable[[], Awaitable[None]]
 
 
 class ReplayError(SyncError):
@@ -122,7 +128,13 @@ def _config() -> SyncConfig:
     return SyncConfig(max_batch_ops=1000, status_interval=None)
 
 
-async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
+async def _run_replica(plan: _Plan, report: Report, start: Start) -> ReplayResult:
+    """One replica's part: set up, wait for the common start, replay, verify.
+
+    Loading the trace, opening the store, connecting and receiving the seed
+    record are set-up, not sync: the replica reports ``ready`` and its clock
+    starts only when ``start()`` returns, which happens for all replicas at once.
+    """
     trace = load_trace(plan.trace_path)
     result = ReplayResult(plan.index, plan.role)
     started = time.perf_counter()
@@ -140,6 +152,10 @@ async def _run_replica(plan: _Plan, report: Report) -> ReplayResult:
         await _until(
             lambda: RECORD in coll, plan.timeout, "the trace's record never arrived"
         )
+        report(plan.index, "ready", None)
+        await start()
+        started = time.perf_counter()
+        cpu_started = time.process_time()
         if plan.role == "writer":
             await _write_sequential(manager, trace, plan, result, report)
         elif plan.role == "agent":
@@ -324,12 +340,16 @@ async def _until(condition: Callable[[], bool], timeout: float, what: str) -> No
         delay = min(delay * 1.5, 0.05)
 
 
-def _process_main(plan: _Plan, results: Any) -> None:
+def _process_main(plan: _Plan, results: Any, go: Any) -> None:
     def report(index: int, kind: str, value: Any) -> None:
         results.put((index, kind, value))
 
+    async def start() -> None:
+        if not await asyncio.to_thread(go.wait, plan.timeout):
+            raise ReplayError("the other replicas never became ready")
+
     try:
-        result = asyncio.run(_run_replica(plan, report))
+        result = asyncio.run(_run_replica(plan, report, start))
     except BaseException as exc:  # the parent must always hear back
         result = ReplayResult(
             plan.index, plan.role, error=f"{type(exc).__name__}: {exc}"
@@ -495,24 +515,52 @@ def _replay(
             if on_progress is not None:
                 on_progress(sum(progress.values()), total)
 
-    started = time.perf_counter()
     if processes:
-        results = _run_processes(plans, note, timeout)
+        results, started = _run_processes(plans, note, timeout)
     else:
-        results = asyncio.run(_run_tasks(plans, note))
+        results, started = asyncio.run(_run_tasks(plans, note, timeout))
     seconds = time.perf_counter() - started
     summary = ReplaySummary(trace.name, url, total, len(plans), seconds, results)
     summary.server_health, summary.server_figures = _server_figures(url)
     return summary
 
 
+class _StartLine:
+    """Releases the replicas together once every one is ready.
+
+    A replica that finishes before the start (it failed during set-up) releases
+    the others at once, so that they do not wait out their timeout.
+    """
+
+    def __init__(self, count: int, release: Callable[[], None]) -> None:
+        self.waiting = set(range(count))
+        self.release = release
+        self.started: float | None = None
+
+    def ready(self, index: int) -> None:
+        self.waiting.discard(index)
+        if not self.waiting:
+            self.go()
+
+    def go(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+            self.release()
+
+    @property
+    def started_at(self) -> float:
+        return self.started if self.started is not None else time.perf_counter()
+
+
 def _run_processes(
     plans: list[_Plan], note: Report, timeout: float
-) -> list[ReplayResult]:
+) -> tuple[list[ReplayResult], float]:
     ctx = mp.get_context("spawn")
     results_q = ctx.Queue()
+    go = ctx.Event()
+    line = _StartLine(len(plans), go.set)
     procs = [
-        ctx.Process(target=_process_main, args=(plan, results_q), daemon=True)
+        ctx.Process(target=_process_main, args=(plan, results_q, go), daemon=True)
         for plan in plans
     ]
     for proc in procs:
@@ -539,9 +587,13 @@ def _run_processes(
                             plan.role,
                             error=f"process exited with code {proc.exitcode}",
                         )
+                        line.go()
                 continue
             if kind == "done":
                 finished[index] = value
+                line.go()
+            elif kind == "ready":
+                line.ready(index)
             else:
                 note(index, kind, value)
     finally:
@@ -549,11 +601,35 @@ def _run_processes(
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
-    return [finished[p.index] for p in plans]
+    return [finished[p.index] for p in plans], line.started_at
 
 
-async def _run_tasks(plans: list[_Plan], note: Report) -> list[ReplayResult]:
-    return list(await asyncio.gather(*(_run_replica(p, note) for p in plans)))
+async def _run_tasks(
+    plans: list[_Plan], note: Report, timeout: float
+) -> tuple[list[ReplayResult], float]:
+    go = asyncio.Event()
+    line = _StartLine(len(plans), go.set)
+
+    def on_note(index: int, kind: str, value: Any) -> None:
+        if kind == "ready":
+            line.ready(index)
+        else:
+            note(index, kind, value)
+
+    async def start() -> None:
+        try:
+            await asyncio.wait_for(go.wait(), timeout)
+        except TimeoutError:
+            raise ReplayError("the other replicas never became ready") from None
+
+    async def one(plan: _Plan) -> ReplayResult:
+        try:
+            return await _run_replica(plan, on_note, start)
+        finally:
+            line.go()
+
+    results = list(await asyncio.gather(*(one(p) for p in plans)))
+    return results, line.started_at
 
 
 def _usage(pid: int) -> tuple[float | None, int | None]:

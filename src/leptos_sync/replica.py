@@ -106,6 +106,7 @@ class Replica:
         self._stored = state
         self._collections: dict[str, CollectionDoc] = {}
         self._log_lengths: dict[str, int] = {}
+        self._folded: dict[str, int] = {}
         self.outgoing: list[bytes] = []
         self.on_outgoing: Callable[[], None] | None = None
         self.on_change: Callable[[list[Change]], None] | None = None
@@ -244,7 +245,12 @@ class Replica:
     def _bump_log(self, name: str, count: int) -> None:
         length = self._log_lengths.get(name, 0) + count
         self._log_lengths[name] = length
-        if length >= self.compact_after:
+        # The log is folded once it holds as many updates as the snapshot already
+        # covers (and at least ``compact_after``): the snapshot then doubles each
+        # time, so however long a collection grows, compaction re-encodes each
+        # update a bounded number of times. After a reopen the count restarts
+        # from the first fold.
+        if length >= max(self.compact_after, self._folded.get(name, 0)):
             self.compact(name)
 
     def compact(self, name: str) -> None:
@@ -259,6 +265,7 @@ class Replica:
         self.storage.save_snapshot(
             name, coll.export_snapshot(), self.session.cursor(name)
         )
+        self._folded[name] = self._folded.get(name, 0) + self._log_lengths.get(name, 0)
         self._log_lengths[name] = 0
 
     # Network events ----------------------------------------------------------
