@@ -159,6 +159,12 @@ def test_out_of_range_edits_raise_invalid_value() -> None:
         ("r", {"a": float("nan")}, InvalidValueError),
         ("r", {"a": "x" * 5000}, InvalidValueError),
         ("r", ["not", "a", "dict"], InvalidValueError),
+        # Lone surrogates are not Unicode: stored, they came back mangled.
+        ("\ud800", {"a": 1}, InvalidIdError),
+        ("r", {"a": "x\udfff"}, InvalidValueError),
+        ("r", {"a": {"k\ud83d": 1}}, InvalidValueError),
+        ("r", {"f\ud800": 1}, InvalidValueError),
+        ("r", {"t": fields.text("\ud800")}, InvalidValueError),
     ],
 )
 def test_bad_values_raise_and_change_nothing(
@@ -176,6 +182,21 @@ def test_bad_values_raise_and_change_nothing(
         doc.insert(record_id, values)
     assert doc.to_dict() == before and doc.version() == version
     assert len(updates) == sent
+
+
+def test_regression_text_edits_with_lone_surrogates_raise_and_change_nothing() -> None:
+    """A text insert holding a lone surrogate, or a counter step that is not a
+    number, raises InvalidValueError and leaves the field as it was."""
+    doc = Peer(1).doc
+    doc.insert("r", {"t": fields.text("ab"), "n": fields.counter()})
+    version = doc.version()
+    with pytest.raises(InvalidValueError, match="lone surrogate"):
+        doc.text("r", "t").insert(1, "\ud800")
+    with pytest.raises(InvalidValueError, match="incremented by a number"):
+        doc.counter("r", "n").increment("a")  # type: ignore[arg-type]
+    assert doc.get("r") == {"t": "ab", "n": 0} and doc.version() == version
+    doc.text("r", "t").insert(1, "\U0001f600")
+    assert doc.get("r")["t"] == "a\U0001f600b"
 
 
 def test_meta_updated_advances_even_with_a_frozen_wall_clock() -> None:

@@ -684,12 +684,12 @@ class CounterHandle(_FieldHandle):
         return 0 if container is None else _plain(container.value)
 
     def increment(self, amount: int | float = 1) -> None:
-        F.counter(amount)
+        F.check_amount(amount, "a counter is incremented by")
         with self._edit() as box:
             box.increment(amount)
 
     def decrement(self, amount: int | float = 1) -> None:
-        F.counter(amount)
+        F.check_amount(amount, "a counter is decremented by")
         with self._edit() as box:
             box.decrement(amount)
 
@@ -718,6 +718,7 @@ class TextHandle(_FieldHandle):
         """Delete ``delete`` characters at ``pos`` and insert ``insert`` there."""
         if not isinstance(insert, str):
             raise InvalidValueError(f"text inserts a str, got {type(insert).__name__}")
+        F.check_text(insert, "the inserted text")
         with self._edit() as box:
             size = box.len_unicode
             if not 0 <= pos <= size or delete < 0 or pos + delete > size:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidIdError, InvalidValueError
+from .errors import InvalidIdError, InvalidValueError, UsageError
 
 __all__ = [
     "FieldKind",
@@ -58,11 +58,16 @@ class NewField:
 
 def counter(initial: int | float = 0) -> NewField:
     """A counter field starting at ``initial``."""
-    if isinstance(initial, bool) or not isinstance(initial, int | float):
-        raise InvalidValueError(f"a counter starts at a number, got {initial!r}")
-    if not math.isfinite(initial):
-        raise InvalidValueError(f"a counter starts at a finite number, got {initial}")
-    return NewField(FieldKind.COUNTER, initial)
+    return NewField(FieldKind.COUNTER, check_amount(initial, "a counter starts at"))
+
+
+def check_amount(amount: object, what: str) -> int | float:
+    """Return ``amount`` if it is a finite number (not a bool), else raise."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        raise InvalidValueError(f"{what} a number, got {amount!r}")
+    if not math.isfinite(amount):
+        raise InvalidValueError(f"{what} a finite number, got {amount}")
+    return amount
 
 
 def text(initial: str = "") -> NewField:
@@ -87,6 +92,27 @@ def tree() -> NewField:
     return NewField(FieldKind.TREE, None)
 
 
+def check_text(
+    text: str, what: str, error: type[UsageError] = InvalidValueError
+) -> str:
+    """Return ``text`` if it is valid Unicode (encodable as UTF-8), else raise.
+
+    Python strings may hold lone surrogates (``"\\ud800"``), which no wire or
+    disk format can carry: stored, they would come back mangled.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise error(
+            f"{what} holds U+{ord(bad):04X} at position {exc.start}, a lone "
+            "surrogate that is not valid Unicode"
+        ) from None
+    return text
+
+
 def check_id(record_id: object) -> str:
     """Return ``record_id`` if it is a valid record id, else raise.
 
@@ -99,6 +125,7 @@ def check_id(record_id: object) -> str:
         )
     if not record_id:
         raise InvalidIdError("record ids cannot be empty")
+    check_text(record_id, "the record id", InvalidIdError)
     if len(record_id) > MAX_ID_LENGTH:
         raise InvalidIdError(
             f"record id is {len(record_id)} characters; the limit is {MAX_ID_LENGTH}"
@@ -117,7 +144,7 @@ def check_field_name(name: object) -> str:
         )
     if len(name) > MAX_FIELD_NAME_LENGTH:
         raise InvalidValueError(f"field name longer than {MAX_FIELD_NAME_LENGTH}")
-    return name
+    return check_text(name, f"field name {name!r}")
 
 
 def check_json(value: Any, where: str = "value", limit: int = 1 << 20) -> int:
@@ -149,6 +176,7 @@ def _json_size(value: Any, where: str, depth: int) -> int:
             raise InvalidValueError(f"{where}: {value} is not a finite number")
         return 8
     if isinstance(value, str):
+        check_text(value, where)
         return len(value) + 2
     if isinstance(value, _list | tuple):
         return 2 + sum(_json_size(v, where, depth + 1) for v in value)
@@ -159,6 +187,7 @@ def _json_size(value: Any, where: str, depth: int) -> int:
                 raise InvalidValueError(
                     f"{where}: object keys must be strings, got {key!r}"
                 )
+            check_text(key, f"{where}: key {key!r}")
             total += len(key) + 3 + _json_size(item, where, depth + 1)
         return total
     raise InvalidValueError(
