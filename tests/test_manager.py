@@ -200,6 +200,36 @@ async def test_wait_synced_times_out_on_the_managers_clock() -> None:
     await manager.stop()
 
 
+async def test_regression_an_idle_connected_replica_is_not_stale() -> None:
+    """A replica that is connected and up to date stays fresh while idle: the
+    server's answers to its heartbeats count as syncs (an idle replica used to
+    fire SyncStale after five minutes)."""
+    clock = ManualClock()
+    network = InMemoryNetwork(clock=clock)
+    manager = EndToEndSyncManager(
+        Storage.memory(), Transport.in_memory(network), FAST, clock=clock
+    )
+    manager.collection("c").insert("r", {})
+    await manager.start()
+    synced = asyncio.ensure_future(manager.wait_synced(10))
+    while not synced.done():
+        await clock.advance_async(0.02)
+    await synced
+    for _ in range(400 * 5):
+        await clock.advance_async(0.2)
+    assert manager.seconds_since_last_sync() <= 0.4
+    assert manager.status().online
+
+    # Offline, the age grows with the manager's clock.
+    transport = manager.transport
+    assert isinstance(transport, InMemoryTransport)
+    network.partition(transport)
+    for _ in range(50):
+        await clock.advance_async(0.2)
+    assert manager.seconds_since_last_sync() >= 9
+    await manager.stop()
+
+
 async def test_manager_restart_from_sqlite_delivers_its_outbox(
     network: InMemoryNetwork, tmp_path: Path
 ) -> None:

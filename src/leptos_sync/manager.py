@@ -471,6 +471,11 @@ class EndToEndSyncManager:
             self._last_frame_ns = self.clock.monotonic_ns()
             self.instruments.bytes_received.inc(len(frame))
             self.replica.receive(frame)
+            if self._synced.is_set():
+                # Any answer from the server (a pong to the heartbeat, a resync)
+                # while nothing is outstanding confirms that this replica is up
+                # to date: an idle replica is in sync, not stale.
+                self._synced_now()
             # The writer also writes behind what was received (one transaction
             # for every frame that arrived meanwhile).
             self._wake_writer.set()
