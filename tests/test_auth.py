@@ -383,7 +383,7 @@ async def test_live_attacks_are_refused_while_legitimate_clients_sync(
             assert stored.replica == a.replica.replica_id
             evil = Push("notes/x", (Op(stored.counter, stored.hlc, _update("x", 666)),))
             replies = await _raw(url, Hello(stored.replica, True, good), evil)
-            assert _codes(replies) == ["Welcome", "Ack"]
+            assert _codes(replies) == ["Welcome", "op-conflict"]
             assert store.read("notes/x", 0, 10)[0].data == stored.data
 
             # Nothing of it reached the store or the other client.

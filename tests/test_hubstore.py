@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from leptos_sync import HubStore
-from leptos_sync.errors import IntegrityError, SchemaVersionError
+from leptos_sync.errors import (
+    ConflictingOperationError,
+    IntegrityError,
+    SchemaVersionError,
+)
 from leptos_sync.hubstore import Appended, SQLiteHubStore
 from leptos_sync.protocol import Op
 
@@ -43,6 +47,27 @@ def test_append_deduplicates_by_replica_and_counter(store: HubStore) -> None:
     store.append("a", 1, ops(1, 2))
     assert store.append("a", 1, ops(2, 3)) == [Appended(2, False), Appended(3, True)]
     assert [op.counter for op in store.read("a", 0, 10)] == [1, 2, 3]
+
+
+def test_regression_a_known_op_id_with_other_content_is_refused(
+    store: HubStore,
+) -> None:
+    """An op id already stored with other content (two stores sharing a replica
+    id) is refused, not acknowledged as a duplicate; nothing of that push is
+    stored (a copied store used to lose its writes this way)."""
+    store.append("a", 1, ops(1, 2))
+    other = (Op(2, 20, b"other"), Op(3, 30, b"data3"))
+    with pytest.raises(ConflictingOperationError, match="share this replica id"):
+        store.append("a", 1, other)
+    assert [op.data for op in store.read("a", 0, 10)] == [b"data1", b"data2"]
+    assert store.append("a", 1, ops(2, 3)) == [Appended(2, False), Appended(3, True)]
+
+
+def test_resent_encrypted_ops_may_differ_in_bytes(store: HubStore) -> None:
+    """End-to-end encrypted ops are sealed anew on every send, so a resend with
+    other bytes is a duplicate, not a conflict."""
+    store.append("e2e:a", 1, ops(1))
+    assert store.append("e2e:a", 1, (Op(1, 10, b"resealed"),)) == [Appended(1, False)]
 
 
 def test_regression_one_push_carrying_an_op_twice_is_deduplicated(

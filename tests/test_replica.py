@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,40 @@ def test_regression_compaction_keeps_updates_waiting_for_dependencies(
     b.compact("c")
     b.close()
     assert Replica(Storage.sqlite(path)).collection("c").get("r") == {"n": 3}
+
+
+def test_regression_a_copied_store_gets_its_own_identity_and_loses_nothing(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """A store file copied by hand opens under a new replica id, so the original
+    and the copy both keep their later writes (the copy used to reuse the
+    original's operation ids, and the server dropped one side's writes as
+    duplicates)."""
+    original_path, copy_path = tmp_path / "a.sqlite3", tmp_path / "b.sqlite3"
+    a = wire.replica(Storage.sqlite(original_path))
+    a.collection("c").insert("base", {})
+    wire.pump()
+    wire.disconnect(a)
+    a.close()
+    shutil.copyfile(original_path, copy_path)
+
+    a = wire.replica(Storage.sqlite(original_path))
+    b = wire.replica(Storage.sqlite(copy_path))
+    assert a.replica_id != b.replica_id
+    a.collection("c").insert("from-a", {})
+    b.collection("c").insert("from-b", {})
+    wire.pump()
+    reader = wire.replica()
+    reader.collection("c")
+    wire.pump()
+    assert sorted(converged(a, b, reader)) == ["base", "from-a", "from-b"]
+
+    # Reopening either file again keeps the identity it has now.
+    ids = a.replica_id, b.replica_id
+    a.close()
+    b.close()
+    assert Replica(Storage.sqlite(original_path)).replica_id == ids[0]
+    assert Replica(Storage.sqlite(copy_path)).replica_id == ids[1]
 
 
 def test_compaction_folds_at_doubling_log_lengths(tmp_path: Path) -> None:

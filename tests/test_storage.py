@@ -11,7 +11,11 @@ import pytest
 
 from leptos_sync import Replica, Storage, fields
 from leptos_sync.clock import HLCTimestamp, ManualClock
-from leptos_sync.errors import ClosedError, SchemaVersionError, StorageError
+from leptos_sync.errors import (
+    ClosedError,
+    ConfigError,
+    SchemaVersionError,
+)
 from leptos_sync.storage import FORMAT_VERSION, MemoryStorage, SQLiteStorage, StoredOp
 
 Wire = Any
@@ -112,12 +116,13 @@ def test_store_written_by_a_newer_format_is_refused(tmp_path: Path) -> None:
 
 
 async def test_indexeddb_rejects_bad_names_and_versions(tmp_path: Path) -> None:
-    """Store names with slashes and non-positive versions are refused."""
-    with pytest.raises(StorageError):
+    """Store names with slashes, non-positive versions and unknown durability
+    settings are configuration errors naming the argument."""
+    with pytest.raises(ConfigError, match=r"^name: "):
         await Storage.indexeddb("a/b", 1, directory=tmp_path)
-    with pytest.raises(StorageError):
+    with pytest.raises(ConfigError, match=r"^version: "):
         await Storage.indexeddb("app", 0, directory=tmp_path)
-    with pytest.raises(StorageError):
+    with pytest.raises(ConfigError, match=r"^durability: "):
         Storage.sqlite(tmp_path / "x.db", durability="sometimes")  # type: ignore[arg-type]
 
 

@@ -9,6 +9,7 @@ import websockets
 from websockets.asyncio.server import serve
 
 from leptos_sync import (
+    ConfigError,
     EndToEndSyncManager,
     HubStore,
     Storage,
@@ -56,8 +57,8 @@ async def test_connect_refused_is_a_transport_error() -> None:
 
 
 def test_invalid_url_is_refused() -> None:
-    """A URL that is not ws:// or wss:// is refused at once."""
-    with pytest.raises(TransportError):
+    """A URL that is not ws:// or wss:// is refused at once, as a bad setting."""
+    with pytest.raises(ConfigError, match=r"^url: "):
         Transport.websocket("http://127.0.0.1/ws")
 
 

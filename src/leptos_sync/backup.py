@@ -65,7 +65,7 @@ from .durations import Duration, to_ns
 from .errors import IntegrityError, StorageError
 from .monitoring.health import CheckResult, HealthStatus
 from .protocol import crc32c
-from .storage import new_replica_id
+from .storage import file_identity, new_replica_id
 
 if TYPE_CHECKING:
     from .server.app import SyncServer
@@ -262,7 +262,7 @@ class ScrubReport:
 # Opening store files ---------------------------------------------------------
 
 
-def _open(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def open_store_file(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open an existing store file (never create one)."""
     if not path.is_file():
         raise StorageError(f"no store at {path}")
@@ -275,7 +275,7 @@ def _open(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise StorageError(f"cannot open {path}: {exc}") from exc
 
 
-def _kind(db: sqlite3.Connection, path: Path) -> StoreKind:
+def store_kind(db: sqlite3.Connection, path: Path) -> StoreKind:
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as exc:
@@ -287,7 +287,7 @@ def _kind(db: sqlite3.Connection, path: Path) -> StoreKind:
     raise StorageError(f"{path} is not a leptos_sync store (no outbox or ops table)")
 
 
-def _store_id(db: sqlite3.Connection, kind: StoreKind) -> str:
+def store_id_of(db: sqlite3.Connection, kind: StoreKind) -> str:
     key = "replica_id" if kind == "replica" else "server_id"
     row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     if row is None:
@@ -320,7 +320,7 @@ def _blob_queries(kind: StoreKind) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _scrub(db: sqlite3.Connection, kind: StoreKind) -> tuple[int, list[BadBlob]]:
+def scrub_blobs(db: sqlite3.Connection, kind: StoreKind) -> tuple[int, list[BadBlob]]:
     checked = 0
     bad: list[BadBlob] = []
     for table, query in _blob_queries(kind):
@@ -366,11 +366,11 @@ def scrub_store(path: str | os.PathLike[str]) -> ScrubReport:
     state). Quarantined replica blobs are not counted: they are known bad.
     """
     path = Path(path)
-    db = _open(path, readonly=True)
+    db = open_store_file(path, readonly=True)
     try:
-        kind = _kind(db, path)
+        kind = store_kind(db, path)
         db.execute("BEGIN")
-        checked, bad = _scrub(db, kind)
+        checked, bad = scrub_blobs(db, kind)
         verdict = str(db.execute("PRAGMA integrity_check").fetchone()[0])
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
@@ -426,9 +426,9 @@ def backup_store(
 
 def _write_backup(source: Path, building: Path, clock: Clock) -> Manifest:
     copy_path = building / STORE_FILE
-    src = _open(source)
+    src = open_store_file(source)
     try:
-        kind = _kind(src, source)
+        kind = store_kind(src, source)
         created_ns = clock.wall_ns()
         dst = sqlite3.connect(str(copy_path), isolation_level=None)
         try:
@@ -442,9 +442,9 @@ def _write_backup(source: Path, building: Path, clock: Clock) -> Manifest:
                     f"the store {source} fails SQLite's integrity check ({verdict}); "
                     "the backup was not written"
                 )
-            store_id = _store_id(dst, kind)
+            store_id = store_id_of(dst, kind)
             tables = _tables(dst, kind)
-            _, bad = _scrub(dst, kind)
+            _, bad = scrub_blobs(dst, kind)
             store_format = int(dst.execute("PRAGMA user_version").fetchone()[0])
         finally:
             dst.close()
@@ -526,15 +526,15 @@ def _verify_file(path: Path, entry: BackupFile, what: str) -> None:
 
 def _verify_store(path: Path, manifest: Manifest, what: str) -> None:
     try:
-        db = _open(path, readonly=True)
+        db = open_store_file(path, readonly=True)
     except StorageError as exc:
         raise IntegrityError(f"{what}: {exc}") from exc
     try:
         verdict = str(db.execute("PRAGMA integrity_check").fetchone()[0])
         if verdict != "ok":
             raise IntegrityError(f"{what} fails SQLite's integrity check: {verdict}")
-        kind = _kind(db, path)
-        store_id = _store_id(db, kind)
+        kind = store_kind(db, path)
+        store_id = store_id_of(db, kind)
     except sqlite3.DatabaseError as exc:
         raise IntegrityError(f"{what} is not a readable store: {exc}") from exc
     except StorageError as exc:
@@ -588,7 +588,11 @@ def restore_store(
         new_id = manifest.store_id
         if new_identity:
             new_id = _renew_identity(staged, manifest.kind)
-            _fsync_file(staged)
+        if manifest.kind == "replica":
+            # The rename keeps the staged file's inode: record it, so that
+            # opening the restored store does not take it for a copy.
+            _record_file_identity(staged)
+        _fsync_file(staged)
         previous = _set_aside(target, keep_previous)
         os.replace(staged, target)
         _fsync_dir(target.parent)
@@ -608,7 +612,7 @@ def restore_store(
 
 
 def _renew_identity(path: Path, kind: StoreKind) -> str:
-    db = _open(path)
+    db = open_store_file(path)
     try:
         if kind == "replica":
             replica_id = new_replica_id()
@@ -627,6 +631,20 @@ def _renew_identity(path: Path, kind: StoreKind) -> str:
         return server_id
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"cannot renew the identity of {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _record_file_identity(path: Path) -> None:
+    db = open_store_file(path)
+    try:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('file_inode', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (file_identity(path),),
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"cannot record the file of {path}: {exc}") from exc
     finally:
         db.close()
 

@@ -307,52 +307,47 @@ def replay_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_clean_errors
 def inspect(store: str, as_json: bool) -> None:
-    """Show a replica store's collections, outbox depth, cursors and integrity."""
-    from .clock import HybridLogicalClock
-    from .crdt import CollectionDoc
-    from .storage import SQLiteStorage
+    """Show a store's collections, outbox, cursors and integrity (read-only).
 
-    storage = SQLiteStorage(Path(store))
-    try:
-        state = storage.load()
-        collections = {}
-        for name, stored in sorted(state.collections.items()):
-            doc = CollectionDoc(name, HybridLogicalClock(replica_id=state.replica_id))
-            blobs = ([stored.snapshot] if stored.snapshot else []) + stored.log
-            blobs += [op.data for op in state.outbox if op.collection == name]
-            if blobs:
-                doc.import_updates(blobs)
-            collections[name] = {
-                "records": len(doc),
-                "cursor": stored.cursor,
-                "outbox": sum(1 for op in state.outbox if op.collection == name),
-                "log_entries": len(stored.log),
-                "snapshot_bytes": len(stored.snapshot or b""),
-            }
-        info: dict[str, Any] = {
-            "store": str(Path(store).resolve()),
-            "replica_id": f"{state.replica_id:016x}",
-            "app_version": storage.app_version,
-            "outbox_depth": len(state.outbox),
-            "collections": collections,
-            "quarantined": [q.source for q in storage.quarantined()],
-            "sqlite_integrity": storage.integrity_check(),
-        }
-    finally:
-        storage.close()
+    Exits 1 when the store holds corrupt blobs or fails SQLite's check.
+    """
+    from .storeinfo import inspect_store
+
+    info = inspect_store(store)
+    healthy = not info["corrupt_blobs"] and info["sqlite_integrity"] == "ok"
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
+    else:
+        _print_store(info)
+    if not healthy:
+        raise SystemExit(1)
+
+
+def _print_store(info: dict[str, Any]) -> None:
     click.echo(f"store         {info['store']}")
-    click.echo(f"replica id    {info['replica_id']}")
-    click.echo(f"outbox depth  {info['outbox_depth']}")
+    click.echo(f"kind          {info['kind']} store, id {info['id']}")
+    corrupt = info["corrupt_blobs"]
     click.echo(
-        f"integrity     {info['sqlite_integrity']}; "
-        f"{len(info['quarantined'])} blobs quarantined"
+        f"integrity     SQLite {info['sqlite_integrity']}; "
+        f"{info['blobs_checked']} blobs checked, {len(corrupt)} corrupt"
+        + (f" ({', '.join(corrupt[:5])})" if corrupt else "")
     )
-    for name, c in collections.items():
+    if info["kind"] == "server":
+        click.echo(f"operations    {info['operations']}")
+        for name, c in info["collections"].items():
+            snap = c["snapshot_seq"]
+            click.echo(
+                f"  {name}: head {c['head']}, {c['operations']} operations"
+                + (f", snapshot at {snap}" if snap is not None else "")
+            )
+        return
+    click.echo(f"outbox depth  {info['outbox_depth']}")
+    if info["quarantined"]:
+        click.echo(f"quarantined   {', '.join(info['quarantined'])}")
+    for name, c in info["collections"].items():
+        records = "unreadable" if c["records"] is None else c["records"]
         click.echo(
-            f"  {name}: {c['records']} records, cursor {c['cursor']}, "
+            f"  {name}: {records} records, cursor {c['cursor']}, "
             f"outbox {c['outbox']}, log {c['log_entries']}"
         )
 

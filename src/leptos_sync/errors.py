@@ -9,7 +9,7 @@ can tell "fix your code" from "try again later"::
     ├── UsageError                 the caller did something wrong
     │   ├── ConfigError            a configuration value is invalid (names the field)
     │   ├── InvalidValueError      a value cannot be stored (not JSON, oversized, ...)
-    │   ├── InvalidIdError         a record id is not a non-empty string
+    │   ├── InvalidIdError         a record id or collection name is not valid
     │   ├── RecordNotFoundError    get/update/delete of a record that does not exist
     │   ├── RecordExistsError      insert of an id that already exists
     │   ├── FieldKindError         a field holds another kind than the one asked for
@@ -19,7 +19,8 @@ can tell "fix your code" from "try again later"::
     │   ├── UnknownMessageError
     │   ├── MalformedMessageError  truncated msgpack, wrong field types, ...
     │   ├── MessageTooLargeError
-    │   └── ChecksumMismatchError  a frame's CRC32C does not match its bytes
+    │   ├── ChecksumMismatchError  a frame's CRC32C does not match its bytes
+    │   └── ConflictingOperationError  an operation id reused with other content
     ├── TransportError             the link failed (connect refused, closed by peer)
     │   └── ConnectionClosedError
     ├── RemoteError                the server answered with an error message
@@ -124,6 +125,16 @@ class ChecksumMismatchError(ProtocolError):
     """The frame's CRC32C does not match its contents."""
 
     code = "checksum"
+
+
+class ConflictingOperationError(ProtocolError):
+    """An operation id arrived again with other content than the stored one.
+
+    Two stores share one replica id (a store file copied by hand); the push is
+    refused, not acknowledged, so the second writer's change is not lost.
+    """
+
+    code = "op-conflict"
 
 
 class TransportError(SyncError):

@@ -23,6 +23,7 @@ from .crdt import ExportMode, LoroDoc, call_loro
 from .e2e import is_encrypted
 from .errors import (
     AccessError,
+    ConflictingOperationError,
     IntegrityError,
     MalformedMessageError,
     MessageTooLargeError,
@@ -179,6 +180,12 @@ class Hub:
             # Refused before authenticating (a bad hello): close in any case.
             close = exc.fatal or state.principal is None
             return [self._error(conn, state, exc.code, str(exc), close=close)]
+        except ConflictingOperationError as exc:
+            # Not a malformed frame: another store writes under this replica id.
+            self._errors += 1
+            self._reject(exc.code)
+            logger.warning("refused a push on connection %s: %s", conn, exc)
+            return [self._error(conn, state, exc.code, str(exc), close=True)]
         except ProtocolError as exc:
             self._errors += 1
             if isinstance(exc, MessageTooLargeError):

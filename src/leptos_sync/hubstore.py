@@ -22,7 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ClosedError, IntegrityError, SchemaVersionError, StorageError
+from .e2e import is_encrypted
+from .errors import (
+    ClosedError,
+    ConflictingOperationError,
+    IntegrityError,
+    SchemaVersionError,
+    StorageError,
+)
 from .protocol import Op, RemoteOp, crc32c
 from .storage import Durability
 
@@ -95,7 +102,7 @@ class MemoryHubStore(HubStore):
     def __init__(self) -> None:
         self.server_id = secrets.token_hex(8)
         self._logs: dict[str, list[RemoteOp]] = {}
-        self._ids: dict[tuple[int, int], int] = {}
+        self._ids: dict[tuple[int, int], tuple[str, int]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._bytes = 0
 
@@ -103,15 +110,21 @@ class MemoryHubStore(HubStore):
         self, collection: str, replica: int, ops: tuple[Op, ...]
     ) -> list[Appended]:
         log = self._logs.setdefault(collection, [])
+        for op in ops:
+            known = self._ids.get((replica, op.counter))
+            if known is not None:
+                name, seq = known
+                stored = self._logs[name][seq - 1].data
+                _check_resend(collection, replica, op, crc32c(stored))
         out = []
         for op in ops:
             known = self._ids.get((replica, op.counter))
             if known is not None:
-                out.append(Appended(known, False))
+                out.append(Appended(known[1], False))
                 continue
             seq = len(log) + 1
             log.append(RemoteOp(seq, replica, op.counter, op.hlc, op.data))
-            self._ids[(replica, op.counter)] = seq
+            self._ids[(replica, op.counter)] = (collection, seq)
             self._bytes += len(op.data)
             out.append(Appended(seq, True))
         return out
@@ -232,10 +245,11 @@ class SQLiteHubStore(HubStore):
                     # counters (resends) need the index lookup.
                     if op.counter <= top:
                         known = db.execute(
-                            "SELECT seq FROM ops WHERE replica=? AND counter=?",
+                            "SELECT seq, crc FROM ops WHERE replica=? AND counter=?",
                             (replica, op.counter),
                         ).fetchone()
                         if known is not None:
+                            _check_resend(collection, replica, op, int(known[1]))
                             out.append(Appended(int(known[0]), False))
                             continue
                     else:
@@ -357,3 +371,23 @@ class SQLiteHubStore(HubStore):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+def _check_resend(collection: str, replica: int, op: Op, stored_crc: int) -> None:
+    """Refuse an operation id that is already stored with other content.
+
+    A replica resends an operation unchanged until it is acknowledged, so a known
+    id is normally a harmless duplicate. Different content under a known id means
+    two stores share one replica id (a store file copied by hand, or restored
+    keeping its identity while the original lives on): acknowledging it as a
+    duplicate would drop the second writer's change for good. End-to-end
+    encrypted operations are sealed anew (fresh nonce) on every send, so their
+    bytes differ by design and only the receiving replicas can check them.
+    """
+    if is_encrypted(collection) or crc32c(op.data) == stored_crc:
+        return
+    raise ConflictingOperationError(
+        f"operation {op.counter} of replica {replica:x} was already stored with "
+        "other content: two stores share this replica id (was a store file "
+        "copied?); give the copy a new identity (leptos-sync restore does)"
+    )

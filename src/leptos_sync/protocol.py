@@ -425,7 +425,7 @@ def _hello(a: list[Any], lim: Limits) -> Hello:
     _arity(a, "hello", 4)
     token = None if a[2] is None else _str(a[2], "token", lim.max_text, empty=True)
     return Hello(
-        _int(a[0], "replica", 0, _I63),
+        _int(a[0], "replica", 1, _I63),
         _bool(a[1], "checksums"),
         token,
         _str(a[3], "client", lim.max_text, empty=True),

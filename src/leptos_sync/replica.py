@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
 from .crdt import Change, CollectionDoc
 from .e2e import OpCipher, is_encrypted
-from .errors import ClosedError, ConfigError, IntegrityError, ProtocolError, RemoteError
+from .errors import (
+    ClosedError,
+    ConfigError,
+    IntegrityError,
+    InvalidIdError,
+    RemoteError,
+)
 from .protocol import DEFAULT_LIMITS, Limits, Op, Push, RemoteOp, decode, encode
 from .session import (
     Acked,
@@ -151,7 +157,10 @@ class Replica:
         if coll is not None:
             return coll
         if not isinstance(name, str) or not name or len(name) > 256:
-            raise ProtocolError(f"invalid collection name {name!r}")
+            raise InvalidIdError(
+                "collection names are non-empty strings of at most 256 "
+                f"characters, got {name!r}"
+            )
         coll = CollectionDoc(
             name,
             self.hlc,

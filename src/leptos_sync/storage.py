@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import ClosedError, SchemaVersionError, StorageError
+from .errors import ClosedError, ConfigError, SchemaVersionError, StorageError
 from .protocol import crc32c
 
 __all__ = [
@@ -132,9 +132,11 @@ class Storage:
         newer version upgrades the recorded one.
         """
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise StorageError(f"invalid store name {name!r}")
+            raise ConfigError(
+                "name", f"a store name is a file name without '/', got {name!r}"
+            )
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise StorageError(f"store version must be a positive integer: {version!r}")
+            raise ConfigError("version", f"a positive integer, got {version!r}")
         base = Path(directory) if directory is not None else _default_directory()
         base.mkdir(parents=True, exist_ok=True)
         return SQLiteStorage(
@@ -204,6 +206,14 @@ def _default_directory() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "leptos_sync"
+
+
+def file_identity(path: Path) -> int | None:
+    """The file's inode (kept to 63 bits for SQLite), or ``None`` if it has none."""
+    try:
+        return os.stat(path).st_ino & ((1 << 63) - 1) or None
+    except OSError:
+        return None
 
 
 def new_replica_id() -> int:
@@ -349,9 +359,7 @@ class SQLiteStorage(Storage):
         app_version: int | None = None,
     ) -> None:
         if durability not in ("process", "power"):
-            raise StorageError(
-                f"durability is 'process' or 'power', not {durability!r}"
-            )
+            raise ConfigError("durability", f"'process' or 'power', not {durability!r}")
         self.path = path
         self.durability = durability
         self._lock = threading.RLock()
@@ -389,6 +397,7 @@ class SQLiteStorage(Storage):
                 db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             if self._meta_int("replica_id") is None:
                 self._set_meta("replica_id", new_replica_id())
+            self._check_file_identity()
             if app_version is not None:
                 stored = self._meta_int("app_version")
                 if stored is not None and stored > app_version:
@@ -397,6 +406,30 @@ class SQLiteStorage(Storage):
                         f"requested version {app_version}"
                     )
                 self._set_meta("app_version", app_version)
+
+    def _check_file_identity(self) -> None:
+        # A replica id must belong to one store. A store file copied by hand (cp,
+        # a file-sync tool) carries the original's id, and the two would number
+        # their operations alike: the server would see one operation id with two
+        # contents. SQLite cannot tell a copy from the original, but the file's
+        # inode changes when it is copied; a new inode means a new identity.
+        # Moving the file to another file system looks the same, and costs no
+        # more than a new id.
+        inode = None if self.path is None else file_identity(self.path)
+        if inode is None:
+            return
+        stored = self._meta_int("file_inode")
+        if stored is not None and stored != inode:
+            replica_id = new_replica_id()
+            self._set_meta("replica_id", replica_id)
+            logger.warning(
+                "%s is a copy of another store (its file changed); new replica "
+                "id %x, so that its changes stay apart from the original's",
+                self.path,
+                replica_id,
+            )
+        if stored != inode:
+            self._set_meta("file_inode", inode)
 
     @property
     def app_version(self) -> int | None:

@@ -16,7 +16,12 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..errors import ConnectionClosedError, MalformedMessageError, TransportError
+from ..errors import (
+    ConfigError,
+    ConnectionClosedError,
+    MalformedMessageError,
+    TransportError,
+)
 from ..protocol import DEFAULT_LIMITS
 from .base import Connection, Transport
 
@@ -82,8 +87,8 @@ class WebSocketTransport(Transport):
         headers: dict[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
-            raise TransportError(
-                f"a WebSocket URL starts with ws:// or wss://, got {url!r}"
+            raise ConfigError(
+                "url", f"a WebSocket URL starts with ws:// or wss://, got {url!r}"
             )
         self.url = url
         # Show the endpoint without credentials a URL might carry.
@@ -114,8 +119,8 @@ class WebSocketTransport(Transport):
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot connect to {self.endpoint}: {exc}") from exc
         except websockets.InvalidURI as exc:
-            raise TransportError(
-                f"invalid WebSocket URL {self.endpoint}: {exc}"
+            raise ConfigError(
+                "url", f"invalid WebSocket URL {self.endpoint}: {exc}"
             ) from exc
         except websockets.WebSocketException as exc:
             raise TransportError(
