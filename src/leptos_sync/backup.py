@@ -52,7 +52,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,18 +366,29 @@ def scrub_store(path: str | os.PathLike[str]) -> ScrubReport:
     state). Quarantined replica blobs are not counted: they are known bad.
     """
     path = Path(path)
+    with read_store(path, "scrub") as (db, kind):
+        checked, bad = scrub_blobs(db, kind)
+        verdict = str(db.execute("PRAGMA integrity_check").fetchone()[0])
+    return ScrubReport(path, kind, checked, tuple(bad), verdict)
+
+
+@contextlib.contextmanager
+def read_store(path: Path, verb: str) -> Iterator[tuple[sqlite3.Connection, StoreKind]]:
+    """One consistent read-only view of the store at ``path``, and its kind.
+
+    SQLite errors while reading become a :class:`StorageError` saying what could
+    not be done (``verb``) to which file.
+    """
     db = open_store_file(path, readonly=True)
     try:
         kind = store_kind(db, path)
         db.execute("BEGIN")
-        checked, bad = scrub_blobs(db, kind)
-        verdict = str(db.execute("PRAGMA integrity_check").fetchone()[0])
+        yield db, kind
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
-        raise StorageError(f"cannot scrub {path}: {exc}") from exc
+        raise StorageError(f"cannot {verb} {path}: {exc}") from exc
     finally:
         db.close()
-    return ScrubReport(path, kind, checked, tuple(bad), verdict)
 
 
 # Backup ----------------------------------------------------------------------

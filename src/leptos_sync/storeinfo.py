@@ -16,10 +16,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .backup import open_store_file, scrub_blobs, store_id_of, store_kind
+from .backup import read_store, scrub_blobs, store_id_of
 from .clock import HybridLogicalClock
 from .crdt import CollectionDoc
-from .errors import IntegrityError, StorageError
+from .errors import IntegrityError
 from .protocol import crc32c
 
 __all__ = ["inspect_store"]
@@ -33,10 +33,7 @@ def inspect_store(path: str | os.PathLike[str]) -> dict[str, Any]:
             leptos_sync store.
     """
     path = Path(path)
-    db = open_store_file(path, readonly=True)
-    try:
-        kind = store_kind(db, path)
-        db.execute("BEGIN")
+    with read_store(path, "inspect") as (db, kind):
         checked, bad = scrub_blobs(db, kind)
         info: dict[str, Any] = {
             "store": str(path.resolve()),
@@ -46,15 +43,7 @@ def inspect_store(path: str | os.PathLike[str]) -> dict[str, Any]:
             "corrupt_blobs": [f"{b.table} {b.collection}#{b.key}" for b in bad],
             "sqlite_integrity": str(db.execute("PRAGMA quick_check").fetchone()[0]),
         }
-        if kind == "replica":
-            info.update(_replica(db))
-        else:
-            info.update(_server(db))
-        db.execute("COMMIT")
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(f"cannot inspect {path}: {exc}") from exc
-    finally:
-        db.close()
+        info.update(_replica(db) if kind == "replica" else _server(db))
     return info
 
 
