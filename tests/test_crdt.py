@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from leptos_sync import fields
 from leptos_sync.clock import HLCTimestamp, HybridLogicalClock, ManualClock
-from leptos_sync.crdt import Change, CollectionDoc
+from leptos_sync.crdt import Change, ChangeKind, CollectionDoc
 from leptos_sync.errors import (
     FieldKindError,
     IntegrityError,
@@ -32,10 +32,12 @@ class Peer:
         self.doc = CollectionDoc("c", hlc, self._sink)
 
     def _sink(
-        self, update: bytes, hlc: HLCTimestamp, changes: tuple[Change, ...]
+        self, update: bytes, hlc: HLCTimestamp, changes: dict[str, ChangeKind]
     ) -> None:
         self.updates.append(update)
-        self.changes.append(changes)
+        self.changes.append(
+            tuple(Change("c", rid, kind, "local") for rid, kind in changes.items())
+        )
 
 
 def exchange(*peers: Peer) -> None:

@@ -58,6 +58,7 @@ _List = list
 
 __all__ = [
     "Change",
+    "ChangeKind",
     "CollectionDoc",
     "CounterHandle",
     "ListHandle",
@@ -97,7 +98,10 @@ class RecordMeta:
     version: int
 
 
-LocalChangeSink = Callable[[bytes, HLCTimestamp, tuple[Change, ...]], None]
+#: Called after every local commit with the update bytes, the change's timestamp
+#: and the kind of change of each record it touched (itemised as
+#: :class:`Change` values only where someone listens).
+LocalChangeSink = Callable[[bytes, HLCTimestamp, dict[str, ChangeKind]], None]
 
 
 def call_loro(fn: Callable[..., _T], *args: Any) -> _T:
@@ -122,7 +126,7 @@ class CollectionDoc:
         name: the collection's name.
         hlc: the replica's hybrid logical clock (shared by its collections).
         on_local_change: called after every local commit with the update bytes,
-            the change's timestamp and the records it touched.
+            the change's timestamp and the records it touched, by id.
         max_value_bytes: the largest JSON value one field may hold.
     """
 
@@ -145,6 +149,10 @@ class CollectionDoc:
         self._update_sub = self.doc.subscribe_local_update(self._on_update)
         self._txn_depth = 0
         self._stale = False
+        # Bumped whenever records or fields may have been replaced or removed
+        # (imports, inserts, updates, deletes): field handles keep the
+        # containers they found and look them up again only after a bump.
+        self._epoch = 0
         self._txn_changes: dict[str, ChangeKind] = {}
         self._txn_hlc: HLCTimestamp | None = None
         self._remote_listeners: list[Callable[[list[Change]], None]] = []
@@ -252,6 +260,7 @@ class CollectionDoc:
         record = self._require(record_id)
         for name in names:
             F.check_field_name(name)
+        self._epoch += 1
         with self.transaction():
             for name in names:
                 record.delete(name)
@@ -260,6 +269,7 @@ class CollectionDoc:
     def delete(self, record_id: str) -> None:
         """Delete a record (a tombstone: it does not come back on merge)."""
         self._require(record_id)
+        self._epoch += 1
         with self.transaction():
             self._records.delete(record_id)
             self._stamp()
@@ -306,9 +316,7 @@ class CollectionDoc:
             raise InvalidValueError(f"an update is bytes, got {type(update).__name__}")
         data = bytes(update)
         imported = self.import_updates([data])
-        changes = tuple(
-            Change(self.name, c.record_id, c.kind, "local") for c in imported
-        )
+        changes: dict[str, ChangeKind] = {c.record_id: c.kind for c in imported}
         if self._sink is not None:
             self._sink(data, self.hlc.now(), changes)
 
@@ -325,6 +333,7 @@ class CollectionDoc:
         """
         if not updates:
             return []
+        self._epoch += 1
         if self._root_sub is None and self._txn_depth == 0:
             # Nobody needs itemised changes now: append to the history only and
             # bring the document state up to date when it is next read or
@@ -431,6 +440,7 @@ class CollectionDoc:
         return values
 
     def _write_fields(self, record: LoroMap, values: dict[str, Any]) -> None:
+        self._epoch += 1
         for name, value in values.items():
             if not isinstance(value, F.NewField):
                 record.insert(name, _to_loro(value))
@@ -455,7 +465,13 @@ class CollectionDoc:
             self._txn_hlc = self.hlc.now()
         return self._txn_hlc
 
-    def _touch(self, record_id: str, record: LoroMap, kind: ChangeKind) -> None:
+    def _touch(
+        self,
+        record_id: str,
+        record: LoroMap,
+        kind: ChangeKind,
+        version: LoroCounter | None = None,
+    ) -> None:
         # Metadata is written once per record per transaction, however many
         # fields the transaction edits.
         previous = self._txn_changes.get(record_id)
@@ -465,9 +481,10 @@ class CollectionDoc:
             return
         hlc = self._stamp()
         record.insert(_UPDATED, hlc.to_bytes())
-        version = record.get(_VERSION)
-        if version is not None and _is_container(version):
-            version.container.increment(1)
+        if version is None:
+            version = _version_counter(record)
+        if version is not None:
+            version.increment(1)
         self._txn_changes[record_id] = kind
 
     def _commit(self) -> None:
@@ -482,10 +499,7 @@ class CollectionDoc:
         if update is None or hlc is None:
             return
         if self._sink is not None:
-            batch = tuple(
-                Change(self.name, rid, kind, "local") for rid, kind in changes.items()
-            )
-            self._sink(update, hlc, batch)
+            self._sink(update, hlc, changes)
 
     def _on_update(self, update: bytes) -> bool:
         self._pending_update = bytes(update)
@@ -568,6 +582,11 @@ def _plain_node(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _version_counter(record: LoroMap) -> LoroCounter | None:
+    box = record.get(_VERSION)
+    return box.container if box is not None and _is_container(box) else None
+
+
 def _read_hlc(box: Any) -> HLCTimestamp:
     if box is None or _is_container(box):
         return HLCTimestamp(0, 0, 0)
@@ -586,6 +605,10 @@ class _FieldHandle:
         self.collection = coll
         self.record_id = record_id
         self.field_name = field_name
+        # What the last edit found: the record, the field's container and the
+        # record's version counter, valid while the collection's epoch holds.
+        self._epoch = -1
+        self._found: tuple[LoroMap, Any, LoroCounter | None] | None = None
 
     def _container(self, *, create: bool) -> Any:
         # Looked up on every call: a remote delete can remove the record (and
@@ -630,30 +653,34 @@ class _Transaction:
 class _Edit:
     """One edit of a field: find (or create) the container, touch the metadata."""
 
-    __slots__ = ("handle", "record")
+    __slots__ = ("handle",)
 
     def __init__(self, handle: _FieldHandle) -> None:
         self.handle = handle
-        self.record: LoroMap | None = None
 
     def __enter__(self) -> Any:
         handle = self.handle
         coll = handle.collection
         coll._txn_depth += 1
+        found = handle._found
+        if found is not None and handle._epoch == coll._epoch:
+            return found[1]
         try:
             record = coll._require(handle.record_id)
-            self.record = record
             box = record.get(handle.field_name)
             if box is None:
-                return record.insert_container(
+                container = record.insert_container(
                     handle.field_name, handle._container_type()
                 )
-            container = box.container if _is_container(box) else None
-            if not isinstance(container, handle._container_type):
-                raise FieldKindError(
-                    f"{coll.name}/{handle.record_id}.{handle.field_name} is not a "
-                    f"{handle._kind.value} field"
-                )
+            else:
+                container = box.container if _is_container(box) else None
+                if not isinstance(container, handle._container_type):
+                    raise FieldKindError(
+                        f"{coll.name}/{handle.record_id}.{handle.field_name} is "
+                        f"not a {handle._kind.value} field"
+                    )
+            handle._found = (record, container, _version_counter(record))
+            handle._epoch = coll._epoch
             return container
         except BaseException:
             self._finish()
@@ -661,8 +688,9 @@ class _Edit:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         handle = self.handle
-        if exc_type is None and self.record is not None:
-            handle.collection._touch(handle.record_id, self.record, "update")
+        found = handle._found
+        if exc_type is None and found is not None:
+            handle.collection._touch(handle.record_id, found[0], "update", found[2])
         self._finish()
 
     def _finish(self) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
-from .crdt import Change, CollectionDoc
+from .crdt import Change, ChangeKind, CollectionDoc
 from .e2e import OpCipher, is_encrypted
 from .errors import (
     ClosedError,
@@ -236,11 +236,14 @@ class Replica:
     # Local changes -----------------------------------------------------------
 
     def _local(
-        self, name: str, update: bytes, hlc: HLCTimestamp, changes: tuple[Change, ...]
+        self,
+        name: str,
+        update: bytes,
+        hlc: HLCTimestamp,
+        changes: dict[str, ChangeKind],
     ) -> None:
         self._counter += 1
         counter = self._counter
-        self.session.now_ns = self.clock.monotonic_ns()
         packed = hlc.pack()
         self.storage.append_local(name, counter, packed, update)
         self._local_ops += 1
@@ -249,7 +252,9 @@ class Replica:
         if self.on_local_op is not None:
             self.on_local_op()
         if self.on_change is not None and changes:
-            self.on_change(list(changes))
+            self.on_change(
+                [Change(name, rid, kind, "local") for rid, kind in changes.items()]
+            )
 
     def _bump_log(self, name: str, count: int) -> None:
         length = self._log_lengths.get(name, 0) + count
@@ -305,6 +310,7 @@ class Replica:
 
     def flush(self) -> None:
         """Turn unsent local operations into push frames (window permitting)."""
+        self.session.now_ns = self.clock.monotonic_ns()
         self._run(self.session.flush())
 
     def take_outgoing(self) -> list[bytes]:
