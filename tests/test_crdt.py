@@ -403,3 +403,33 @@ def test_same_operations_in_any_order_with_duplicates_give_identical_state(
     exchange(*editors)
     states.extend(editor.doc.to_dict() for editor in editors)
     assert all(state == states[0] for state in states)
+
+
+def test_a_held_handle_follows_deletes_replacements_and_remote_changes() -> None:
+    """A field handle kept across calls never edits a container that is gone:
+    after a local or remote delete it raises, after the field is replaced it
+    edits the new one, and after a re-insert it edits the new record."""
+    a, b = Peer(1), Peer(2)
+    a.doc.insert("r", {"t": fields.text("ab")})
+    exchange(a, b)
+    text = a.doc.text("r", "t")
+    text.insert(2, "c")
+    a.doc.update("r", {"t": fields.text("new")})
+    text.insert(3, "!")
+    assert a.doc.get("r") == {"t": "new!"}
+
+    # Deleted on the other replica: the held handle refuses to edit.
+    b.updates.clear()
+    b.doc.delete("r")
+    a.doc.import_updates(b.updates)
+    with pytest.raises(RecordNotFoundError):
+        text.insert(0, "x")
+
+    # Re-inserted: the same handle edits the new record's field.
+    a.doc.insert("r", {"t": fields.text("fresh")})
+    text.insert(5, "!")
+    assert a.doc.get("r") == {"t": "fresh!"}
+    assert a.doc.meta("r").version == 2
+    a.doc.delete("r")
+    with pytest.raises(RecordNotFoundError):
+        text.insert(0, "x")
