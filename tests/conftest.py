@@ -29,10 +29,16 @@ class Wire:
         self.down_filter: FrameFilter | None = None
 
     def replica(
-        self, storage: Storage | None = None, *, connect: bool = True
+        self,
+        storage: Storage | None = None,
+        *,
+        connect: bool = True,
+        merge_waiting: bool = True,
     ) -> Replica:
         replica = Replica(
-            storage if storage is not None else MemoryStorage(), clock=self.clock
+            storage if storage is not None else MemoryStorage(),
+            clock=self.clock,
+            merge_waiting=merge_waiting,
         )
         if connect:
             self.connect(replica)

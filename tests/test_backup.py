@@ -161,9 +161,9 @@ async def test_a_server_store_is_backed_up_while_serving(
         await a.stop()
     assert manifest.kind == "server"
     assert manifest.store_id == hub.server.store.server_id
-    assert manifest.tables["ops"] == 50
+    assert manifest.tables["ops"] == hub.server.store.head(COLL) > 0
     records, ops = procs.hub_records(tmp_path / "bk" / STORE_FILE, COLL)
-    assert ops == 50 and records["tally"]["n"] == 50
+    assert ops == manifest.tables["ops"] and records["tally"]["n"] == 50
 
 
 def test_a_corrupt_backup_is_refused_and_the_store_left_intact(tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ def test_nothing_acknowledged_is_lost_across_about_twenty_kills(tmp_path: Path) 
 
     assert figures.kills == 21
     assert figures.writes > 0 and figures.acked == figures.writes
-    assert figures.server_ops == figures.writes
+    # Writes that waited together travel merged, so there are at most as many
+    # server operations as writes; hub_records checked no write is stored twice.
+    assert 0 < figures.server_ops <= figures.writes
     # The writer was killed with unacknowledged writes in its outbox (the
     # server was down), and they were delivered after its restart.
     assert sum(figures.outbox_at_restart) > 0
@@ -80,8 +82,10 @@ def test_a_killed_writer_resumes_with_its_outbox(tmp_path: Path) -> None:
 
     final = procs.read_events(log)[-1]
     records, ops = procs.hub_records(hub)
-    assert final["synced"] and ops == final["n"]
-    assert procs.summarise(records)["digest"] == final["digest"]
+    assert final["synced"] and 0 < ops <= final["n"]
+    summary = procs.summarise(records)
+    assert summary["records"] == summary["counter"] == final["n"]
+    assert summary["digest"] == final["digest"]
     assert procs.integrity(store) == procs.integrity(hub) == "ok"
 
 

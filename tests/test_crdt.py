@@ -32,7 +32,11 @@ class Peer:
         self.doc = CollectionDoc("c", hlc, self._sink)
 
     def _sink(
-        self, update: bytes, hlc: HLCTimestamp, changes: dict[str, ChangeKind]
+        self,
+        update: bytes,
+        hlc: HLCTimestamp,
+        changes: dict[str, ChangeKind],
+        own: bool,
     ) -> None:
         self.updates.append(update)
         self.changes.append(
@@ -176,7 +180,7 @@ def test_bad_values_raise_and_change_nothing(
     hlc = HybridLogicalClock(ManualClock(), 1)
     updates: list[bytes] = []
     doc = CollectionDoc(
-        "c", hlc, lambda u, h, c: updates.append(u), max_value_bytes=4096
+        "c", hlc, lambda u, h, c, own: updates.append(u), max_value_bytes=4096
     )
     doc.insert("keep", {"v": 1})
     before, version, sent = doc.to_dict(), doc.version(), len(updates)

@@ -163,6 +163,7 @@ async def test_live_server_stores_ciphertext_and_replicas_refuse_tampering(
         async with a, b:
             na, nb = a.collection("e2e:notes"), b.collection("e2e:notes")
             na.insert("r1", {"text": SECRET_TEXT})
+            await a.wait_synced(10)  # r2 is its own operation, damaged below
             na.insert("r2", {"text": "second secret line"})
             await _until(lambda: "r2" in nb)
             assert nb.get("r1") == {"text": SECRET_TEXT}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from leptos_sync import HubStore, Replica, Storage, fields
+from leptos_sync.crdt import LoroDoc
 from leptos_sync.errors import (
     InvalidIdError,
     InvalidValueError,
@@ -19,6 +21,9 @@ from leptos_sync.errors import (
     SyncError,
 )
 from leptos_sync.protocol import Ack, Changes, Push, decode, encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procs
 
 Wire = Any
 
@@ -153,7 +158,11 @@ def test_offline_for_a_thousand_edits_then_everyone_converges(wire: Wire) -> Non
     assert state["ctr"]["n"] == total + 30
     assert [r.outbox_depth() for r in (a, b, c)] == [0, 0, 0]
     assert a.storage.outbox_depth() == 0
-    assert wire.hub.store.head("c") == 1 + 1_020 + 60
+    # The 1,020 changes made offline went out merged into a few operations;
+    # every change is in exactly one operation on the hub.
+    merged = sum(r.statistics().local_ops_merged for r in (a, b, c))
+    assert a.statistics().local_ops_merged > 1_000
+    assert wire.hub.store.head("c") == 1 + 1_020 + 60 - merged
 
 
 def test_dropped_frames_while_editing_then_restored_link_delivers_everything(
@@ -172,7 +181,7 @@ def test_dropped_frames_while_editing_then_restored_link_delivers_everything(
         a.collection("c").counter(f"r{i % 5}", "n").increment(1)
         wire.pump()
     assert b.collection("c").to_dict() == {}
-    assert a.outbox_depth() == 80
+    assert a.outbox_depth() == 80 - a.statistics().local_ops_merged > 0
 
     wire.up_filter = None
     # The dropped pushes time out and go again on the same connection.
@@ -192,6 +201,7 @@ def test_lost_acks_are_resent_and_deduplicated(wire: Wire) -> None:
     wire.pump()
     wire.down_filter = lambda conn, frame: not isinstance(decode(frame), Ack)
     a.collection("c").insert("r", {"n": fields.counter(1)})
+    wire.pump()
     a.collection("c").counter("r", "n").increment(1)
     wire.pump()
     assert a.outbox_depth() == 2
@@ -213,6 +223,7 @@ def test_register_writes_in_all_six_delivery_orders(wire: Wire) -> None:
     wire.pump()
     base = wire.hub.store.head("c")
     a.collection("c").update("r", {"a": 1})
+    wire.pump()
     a.collection("c").update("r", {"a": 1.1})
     b.collection("c").update("r", {"b": 2})
     wire.pump()
@@ -318,7 +329,7 @@ def test_replica_restart_with_unacknowledged_outbox_delivers_it(
     wire.up_filter = lambda conn, frame: wire.conns.get(conn) is not a
     for i in range(5):
         a.collection("c").insert(f"r{i}", {"i": i, "n": fields.counter(i)})
-    wire.pump()
+        wire.pump()  # each pushed (and lost) alone, so none is merged
     assert a.storage.outbox_depth() == 5
     wire.disconnect(a)
     a.close()
@@ -341,9 +352,10 @@ def test_regression_compaction_keeps_updates_waiting_for_dependencies(
     update (the snapshot left it out and the log row holding it was dropped)."""
     a = wire.replica()
     a.collection("c").insert("r", {"n": fields.counter()})
+    wire.pump()
     for _ in range(3):
         a.collection("c").counter("r", "n").increment(1)
-    wire.pump()
+        wire.pump()
     ops = wire.hub.store.read("c", 0, 10)
 
     path = tmp_path / "b.sqlite3"
@@ -486,10 +498,107 @@ def test_another_server_store_resets_the_cursors_regression() -> None:
     reader = Replica(Storage.memory())
     reader.collection("c")
     sync(reader, first, 3)
-    assert reader.session.cursor("c") == 5
+    assert reader.session.cursor("c") == first.store.head("c") > 0
     sync(reader, second, 4)
     # The second store numbers its one operation 1: below the old cursor, and
     # still fetched.
     assert reader.collection("c").get("o") == {"from": "second"}
     assert reader.session.known_server == second.store.server_id
     assert reader.storage.load_state("server_id") == second.store.server_id.encode()
+
+
+def _hub_ops(wire: Wire, name: str = "c") -> list[Any]:
+    return wire.hub.store.read(name, 0, 100_000)
+
+
+def test_changes_made_offline_travel_as_one_operation_each_stored_once(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """Changes that wait together are pushed as one merged operation; the
+    store's outbox holds that one entry; every change reaches the others once."""
+    a = wire.replica(Storage.sqlite(tmp_path / "a.sqlite3"))
+    b = wire.replica()
+    a.collection("c").insert("r", {"t": fields.text(), "n": fields.counter()})
+    b.collection("c")
+    wire.pump()
+    wire.disconnect(a)
+    text, counter = (
+        a.collection("c").text("r", "t"),
+        a.collection("c").counter("r", "n"),
+    )
+    for i in range(200):
+        text.insert(i, "x")
+        counter.increment(1)
+    assert a.storage.outbox_depth() == 400
+
+    wire.connect(a)
+    wire.pump()
+    assert a.statistics().local_ops_merged == 399
+    assert len(_hub_ops(wire)) == 2  # the insert, then one merged operation
+    procs.assert_changes_stored_once([op.data for op in _hub_ops(wire)])
+    assert converged(a, b)["r"] == {"t": "x" * 200, "n": 200}
+    assert a.collection("c").meta("r").version == 401  # every change counted
+    assert a.storage.outbox_depth() == 0
+
+
+def test_a_merged_push_lost_with_its_sender_goes_again_unchanged(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """The merge rewrites the store's outbox in one transaction: after a crash
+    the replica pushes exactly the operation it pushed before, which the hub
+    recognises as a resend (not a conflicting one)."""
+    path = tmp_path / "a.sqlite3"
+    a = wire.replica(Storage.sqlite(path))
+    b = wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    wire.disconnect(a)
+    for i in range(20):
+        a.collection("c").insert(f"r{i}", {"i": i})
+    # Reconnect: the merged push reaches the hub, but its ack is lost, and the
+    # replica dies before hearing anything.
+    wire.down_filter = lambda conn, frame: not isinstance(decode(frame), Ack)
+    wire.connect(a)
+    wire.pump()
+    pushed = _hub_ops(wire)
+    assert len(pushed) == 1 and a.storage.outbox_depth() == 1
+    wire.disconnect(a)
+    a.close()
+    wire.down_filter = None
+
+    again = wire.replica(Storage.sqlite(path))
+    wire.pump()
+    stats = wire.hub.statistics()
+    assert stats.ops_duplicate == 1 and not stats.rejected
+    assert _hub_ops(wire) == pushed
+    assert again.outbox_depth() == 0 and again.storage.outbox_depth() == 0
+    assert sorted(converged(again, b)) == [f"r{i}" for i in sorted(range(20), key=str)]
+
+
+def test_adopted_updates_are_pushed_one_operation_each(wire: Wire) -> None:
+    """Updates adopted from another document (apply_update) are not this
+    replica's history: they are never merged, whatever waits with them."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c").insert("r", {"t": fields.text()})
+    b.collection("c")
+    wire.pump()
+    editor = LoroDoc()
+    editor.import_(a.collection("c").export_snapshot())
+    body = editor.get_map("records").get("r").container.get("t").container
+    updates: list[bytes] = []
+    sub = editor.subscribe_local_update(lambda u: updates.append(bytes(u)) or True)
+    wire.disconnect(a)
+    for i in range(5):
+        body.insert(i, "y")
+        editor.commit()
+        a.collection("c").apply_update(updates[-1])
+        a.collection("c").text("r", "t").insert(0, "a")  # an own change between
+    del sub
+    wire.connect(a)
+    wire.pump()
+    # Five adopted updates alone, and the own changes merged between them
+    # only where they follow one another (they never do here).
+    assert a.statistics().local_ops_merged == 0
+    assert len(_hub_ops(wire)) == 1 + 10
+    assert converged(a, b)["r"]["t"].count("y") == 5

@@ -276,3 +276,70 @@ def test_regression_ack_above_a_gap_in_a_live_collection_pulls_again() -> None:
     assert not session.is_live("c")
     session.receive(Changes("c", (remote(2),), True))
     assert session.cursor("c") == 3 and session.is_live("c")
+
+
+class Merger:
+    """A ``coalesce`` callback that merges whole runs and records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, name: str, ops: list[Op]) -> list[Op]:
+        self.calls.append([o.counter for o in ops])
+        data = b"+".join(o.data for o in ops)
+        return [Op(ops[-1].counter, ops[-1].hlc, data)]
+
+
+def test_waiting_ops_are_merged_as_they_are_cut_into_a_push() -> None:
+    """Ops that wait together go as one op under the highest counter."""
+    merger = Merger()
+    session = ClientSession(ME, coalesce=merger)
+    for counter in (1, 2, 3):
+        session.local_op("c", op(counter))
+    pushes = [m for m in sent(ready(session)) if isinstance(m, Push)]
+    assert merger.calls == [[1, 2, 3]]
+    assert pushes == [Push("c", (Op(3, 3, b"op1+op2+op3"),))]
+    assert session.outbox_depth() == 1
+    # The merged op is acknowledged like any other.
+    session.receive(Ack("c", (3,), (1,)))
+    assert session.outbox_depth() == 0
+
+
+def test_an_op_once_pushed_is_never_merged_again() -> None:
+    """After a disconnect the op pushed before goes again unchanged, and only
+    the ops made since are merged (a known id keeps its content)."""
+    merger = Merger()
+    session = ClientSession(ME, coalesce=merger)
+    ready(session)
+    local(session, 1)
+    session.disconnected()
+    for counter in (2, 3):
+        session.local_op("c", op(counter))
+    pushes = [m for m in sent(ready(session)) if isinstance(m, Push)]
+    assert merger.calls == [[2, 3]]
+    assert [o.counter for p in pushes for o in p.ops] == [1, 3]
+    assert pushes[0].ops[0] == op(1)
+
+
+def test_ops_loaded_from_the_store_are_never_merged() -> None:
+    """A restarted replica may have pushed its stored outbox before: it goes
+    as it is; later ops are merged."""
+    merger = Merger()
+    session = ClientSession(ME, coalesce=merger)
+    session.add_collection("c", 0, [op(1), op(2)])
+    session.local_op("c", op(3))
+    session.local_op("c", op(4))
+    pushes = [m for m in sent(ready(session)) if isinstance(m, Push)]
+    assert merger.calls == [[3, 4]]
+    assert [o.counter for p in pushes for o in p.ops] == [1, 2, 4]
+
+
+def test_merging_respects_the_batch_byte_budget() -> None:
+    """A run is merged only as far as the push's byte budget reaches."""
+    merger = Merger()
+    session = ClientSession(ME, coalesce=merger, max_batch_bytes=10)
+    for counter in range(1, 6):
+        session.local_op("c", op(counter))  # 3 bytes each
+    ready(session)
+    assert all(len(call) <= 3 for call in merger.calls)
+    assert sorted(c for call in merger.calls for c in call) == [1, 2, 3, 4, 5]

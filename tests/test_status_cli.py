@@ -78,15 +78,19 @@ async def test_status_of_a_live_server_prints_health_metrics_and_alerts() -> Non
                 notes.insert(f"n{i}", {"title": f"note {i}"})
             await replica.wait_synced(10)
             run = await _status("--url", running.http_url)
+    # The three inserts may travel merged into one operation.
+    stored = server.hub.statistics().ops_stored
+    assert 1 <= stored <= 3
 
     assert run.code == 0, run.err
     assert run.err == ""
     lines = run.out.splitlines()
     assert "health   pass" in lines
-    assert any(line.split() == ["operations", "stored", "3"] for line in lines)
+    assert any(line.split() == ["operations", "stored", str(stored)] for line in lines)
     assert any(line.split() == ["connected", "clients", "1"] for line in lines)
     assert any(line.startswith("  frame handling") and "p99" in line for line in lines)
-    assert any(line.split() == ["collection", "heads", "notes=3"] for line in lines)
+    heads = ["collection", "heads", f"notes={stored}"]
+    assert any(line.split() == heads for line in lines)
     assert "alerts   1 active" in lines
     assert any("DiskAlmostFull" in line and "critical" in line for line in lines)
 

@@ -80,11 +80,13 @@ async def test_closed_connection_raises_connection_closed() -> None:
 
 
 async def test_large_batches_stay_under_the_frame_limit() -> None:
-    """Ten thousand local changes are pushed in batches that respect the server's
-    frame limit and all arrive."""
+    """Ten thousand local changes, pushed one operation each, go in batches that
+    respect the server's frame limit and all arrive."""
     server = SyncServer(HubStore.memory())
     async with serve_in_background(server) as running:
-        config = SyncConfig(max_batch_ops=300, status_interval=None)
+        config = SyncConfig(
+            max_batch_ops=300, status_interval=None, merge_waiting=False
+        )
         a = EndToEndSyncManager(
             Storage.memory(), Transport.websocket(running.url), config
         )

@@ -230,10 +230,11 @@ def _print_summary(summary: Any) -> None:
     out(f"bytes on wire   {summary.wire_bytes:,} (client frames, both directions)")
     for r in summary.results:
         verdict = "converged" if r.converged else f"FAILED {r.error or r.detail}"
+        pushed = r.local_ops - r.merged_ops
         out(
-            f"  replica {r.index} {r.role:<6} local {r.local_ops:>7,}  remote "
-            f"{r.remote_ops:>7,}  {r.seconds:6.2f} s ({r.cpu_seconds:5.2f} s CPU)  "
-            f"{verdict}"
+            f"  replica {r.index} {r.role:<6} {r.local_ops:>7,} changes in "
+            f"{pushed:>7,} ops out, {r.remote_ops:>7,} ops in  "
+            f"{r.seconds:6.2f} s ({r.cpu_seconds:5.2f} s CPU)  {verdict}"
         )
     if summary.server_cpu_seconds is not None:
         out(

@@ -38,6 +38,11 @@ class SyncConfig:
             often, even when nothing seems missing (a cheap safety net).
         poll_interval: how often timeouts are checked.
         max_batch_ops: the most operations in one push frame.
+        merge_waiting: local changes that wait to be sent (while the link is
+            busy, or offline) are merged into one operation as they are pushed,
+            each run of them one Loro update; the server stores, and every
+            replica imports, one operation instead of many. Each change is still
+            its own durable local transaction with its own metadata.
         compact_after: fold a collection's local log into a snapshot after this
             many updates, and later whenever the log holds as many updates as
             the snapshot covers (so compaction stays cheap as a log grows).
@@ -60,6 +65,7 @@ class SyncConfig:
     resync_interval: Duration = timedelta(seconds=60)
     poll_interval: Duration = timedelta(seconds=1)
     max_batch_ops: int = 512
+    merge_waiting: bool = True
     compact_after: int = 50_000
     status_interval: Duration | None = timedelta(seconds=2)
     token_provider: TokenProvider | None = field(default=None, repr=False)
@@ -95,6 +101,8 @@ class SyncConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if not isinstance(self.merge_waiting, bool):
+            raise ConfigError("merge_waiting", "must be True or False")
         if self.token is not None and not isinstance(self.token, str):
             raise ConfigError("token", "must be a string")
         if self.token_provider is not None and not callable(self.token_provider):

@@ -98,10 +98,11 @@ class RecordMeta:
     version: int
 
 
-#: Called after every local commit with the update bytes, the change's timestamp
-#: and the kind of change of each record it touched (itemised as
-#: :class:`Change` values only where someone listens).
-LocalChangeSink = Callable[[bytes, HLCTimestamp, dict[str, ChangeKind]], None]
+#: Called after every local commit with the update bytes, the change's timestamp,
+#: the kind of change of each record it touched (itemised as :class:`Change`
+#: values only where someone listens), and whether this document's own peer made
+#: the change (``False`` for an update adopted through ``apply_update``).
+LocalChangeSink = Callable[[bytes, HLCTimestamp, dict[str, ChangeKind], bool], None]
 
 
 def call_loro(fn: Callable[..., _T], *args: Any) -> _T:
@@ -125,8 +126,8 @@ class CollectionDoc:
     Args:
         name: the collection's name.
         hlc: the replica's hybrid logical clock (shared by its collections).
-        on_local_change: called after every local commit with the update bytes,
-            the change's timestamp and the records it touched, by id.
+        on_local_change: called after every local commit (see
+            :data:`LocalChangeSink`).
         max_value_bytes: the largest JSON value one field may hold.
     """
 
@@ -318,7 +319,7 @@ class CollectionDoc:
         imported = self.import_updates([data])
         changes: dict[str, ChangeKind] = {c.record_id: c.kind for c in imported}
         if self._sink is not None:
-            self._sink(data, self.hlc.now(), changes)
+            self._sink(data, self.hlc.now(), changes, False)
 
     # Remote changes and state transfer --------------------------------------
 
@@ -367,6 +368,35 @@ class CollectionDoc:
         """The whole document, history included, as one blob."""
         self._settle()
         return bytes(self.doc.export(ExportMode.Snapshot()))
+
+    def merge_local_updates(self, first: bytes, last: bytes) -> bytes | None:
+        """One update holding every local change from ``first`` to ``last``.
+
+        ``first`` and ``last`` are updates of this document's own local commits
+        (as handed to ``on_local_change``), ``first`` the older; the result also
+        holds every local commit between them, so it replaces that whole run.
+        Returns ``None`` when they are not such updates, or while some imported
+        update waits for its dependencies (the document could then not vouch
+        for the run).
+        """
+        peer = self.doc.peer_id
+        try:
+            head = LoroDoc.decode_import_blob_meta(first, False)
+            tail = LoroDoc.decode_import_blob_meta(last, False)
+        except _NO_RETRY:
+            raise
+        except BaseException:
+            return None
+        if _peers(head.partial_end_vv) != {peer} or _peers(tail.partial_end_vv) != {
+            peer
+        }:
+            return None
+        spans = head.partial_start_vv.diff(tail.partial_end_vv).forward.inner()
+        if set(spans) != {peer} or self._has_pending():
+            return None
+        start, end = spans[peer]
+        span = loro.IdSpan(peer, loro.CounterSpan(start, end))
+        return bytes(self.doc.export(ExportMode.UpdatesInRange([span])))
 
     def export_since(self, version: bytes | None) -> bytes:
         """Updates the holder of ``version`` (an encoded version vector) lacks."""
@@ -499,7 +529,7 @@ class CollectionDoc:
         if update is None or hlc is None:
             return
         if self._sink is not None:
-            self._sink(update, hlc, changes)
+            self._sink(update, hlc, changes, True)
 
     def _on_update(self, update: bytes) -> bool:
         self._pending_update = bytes(update)
@@ -580,6 +610,11 @@ def _plain_node(node: dict[str, Any]) -> dict[str, Any]:
         "meta": meta if isinstance(meta, dict) else {},
         "children": [_plain_node(child) for child in node.get("children", [])],
     }
+
+
+def _peers(version: Any) -> set[int]:
+    """The peers a version vector names."""
+    return set(VersionVector().diff(version).forward.inner())
 
 
 def _version_counter(record: LoroMap) -> LoroCounter | None:

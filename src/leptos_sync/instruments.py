@@ -109,6 +109,11 @@ class SyncInstruments:
             "leptos_sync_local_operations", "Local operations made by this replica."
         ).set_function(lambda: float(replica.statistics().local_ops))
         r.gauge(
+            "leptos_sync_local_operations_merged",
+            "Local operations merged into a later one while they waited to be "
+            "pushed (each pushed operation carries the rest).",
+        ).set_function(lambda: float(replica.statistics().local_ops_merged))
+        r.gauge(
             "leptos_sync_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
         ).set_function(lambda: float(BREAKER_STATE_VALUES[manager.breaker.state]))

@@ -109,6 +109,7 @@ class EndToEndSyncManager:
             token=self.config.token,
             compact_after=self.config.compact_after,
             max_batch_ops=self.config.max_batch_ops,
+            merge_waiting=self.config.merge_waiting,
         )
         self.replica.validate_metadata = integrity.metadata_validation
         for name, passphrase in self.config.encryption.items():

@@ -5,8 +5,11 @@ replica is a real :class:`~leptos_sync.EndToEndSyncManager` with its own SQLite
 file and its own WebSocket connection, by default each in its own process.
 
 *Sequential* traces have one writer, which applies every patch through the
-collection's text handle (one operation per patch, committed to its store in
-groups), and readers that receive everything through the server.
+collection's text handle (one local transaction per patch, committed to its
+store in groups; patches that wait together for the link travel merged into one
+operation), and readers that receive everything through the server. After the
+last patch the writer inserts the record ``end``: the writer's changes form one
+causal chain, so a replica holding ``end`` holds every patch.
 
 *Concurrent* traces have one replica per agent. Before each of its transactions an
 agent must hold exactly the state the transaction's ``parents`` name, no more and
@@ -55,6 +58,7 @@ from .transport import Transport
 __all__ = ["ReplayError", "ReplayResult", "ReplaySummary", "replay"]
 
 RECORD = "doc"
+END = "end"
 FIELD = "body"
 Report = Callable[[int, str, Any], None]
 Start = Callable[[], Awaitable[None]]
@@ -71,6 +75,8 @@ class ReplayResult:
     index: int
     role: str
     local_ops: int = 0
+    #: Local changes merged into others before being pushed.
+    merged_ops: int = 0
     remote_ops: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -161,17 +167,21 @@ async def _run_replica(plan: _Plan, report: Report, start: Start) -> ReplayResul
         elif plan.role == "agent":
             await _write_agent(manager, trace, plan, result, report, inbox)
         await manager.wait_synced(plan.timeout)
-        # Every transaction is one operation, after the seed's: wait until the
-        # cursor has passed them all, then read the text (reading brings the
-        # document state up to date, so it is done once, not while waiting).
-        session = manager.replica.session
-        total = 1 + len(trace.txns)
         with contextlib.suppress(ReplayError):
-            await _until(
-                lambda: session.cursor(plan.collection) >= total,
-                plan.timeout,
-                "lagging",
-            )
+            if plan.role == "agent":
+                # Every transaction is one operation (adopted updates are never
+                # merged), after the seed's: wait until the cursor has passed
+                # them all, then read the text (reading brings the document
+                # state up to date, so it is done once, not while waiting).
+                session = manager.replica.session
+                total = 1 + len(trace.txns)
+                await _until(
+                    lambda: session.cursor(plan.collection) >= total,
+                    plan.timeout,
+                    "lagging",
+                )
+            else:
+                await _until(lambda: END in coll, plan.timeout, "lagging")
         text = coll.text(RECORD, FIELD)
         try:
             await _until(
@@ -190,6 +200,7 @@ async def _run_replica(plan: _Plan, report: Report, start: Start) -> ReplayResul
         stats = manager.replica.statistics()
         result.remote_ops = stats.remote_ops_applied
         result.local_ops = stats.local_ops
+        result.merged_ops = stats.local_ops_merged
         result.bytes_sent = stats.bytes_sent
         result.bytes_received = stats.bytes_received
     except (SyncError, OSError, TimeoutError) as exc:
@@ -220,6 +231,7 @@ async def _write_sequential(
         done += len(patches[start : start + chunk])
         report(plan.index, "progress", done)
         await asyncio.sleep(0)
+    manager.collection(plan.collection).insert(END, {})
     result.local_ops = done
 
 

@@ -10,6 +10,12 @@ A local change flows like this, all before the editing call returns:
 3. the session queues it and, when the collection is live, emits a push frame,
    which waits in :attr:`Replica.outgoing` for the driver to send.
 
+Local changes that pile up while the link is busy or down travel as one
+operation: when the session cuts a push, a run of changes never pushed before is
+merged into one update (Loro exports the run's range of this replica's history),
+and the outbox entries are replaced by one in the same store transaction, so a
+resend after a crash carries exactly what was sent before.
+
 Frames from the server are decoded, validated and applied the same way: remote
 operations are imported into the document and stored with the advanced cursor in
 one transaction; acknowledgements delete outbox entries with the cursor.
@@ -57,6 +63,8 @@ class ReplicaStatistics:
     collections: tuple[str, ...]
     outbox_depth: int
     local_ops: int
+    #: Local changes merged into a later one before being pushed.
+    local_ops_merged: int
     remote_ops_applied: int
     bytes_sent: int
     bytes_received: int
@@ -77,6 +85,8 @@ class Replica:
         checksums: put a CRC32C on every frame and require it on received frames.
         compact_after: write a snapshot once a collection's log holds this many
             updates, so that reopening stays fast.
+        merge_waiting: merge local changes that wait to be sent into one
+            operation (see above); off, every change is pushed as it is.
     """
 
     def __init__(
@@ -89,6 +99,7 @@ class Replica:
         limits: Limits = DEFAULT_LIMITS,
         compact_after: int = 50_000,
         max_batch_ops: int = 512,
+        merge_waiting: bool = True,
     ) -> None:
         self.storage = storage
         self.clock = clock if clock is not None else SystemClock()
@@ -106,6 +117,7 @@ class Replica:
             checksums=checksums,
             token=token,
             max_batch_ops=max_batch_ops,
+            coalesce=self._merge_waiting if merge_waiting else None,
         )
         known = storage.load_state("server_id")
         self.session.known_server = known.decode() if known else None
@@ -132,6 +144,10 @@ class Replica:
         self._pending_acks: dict[str, tuple[list[int], int]] = {}
         self.last_error: RemoteError | None = None
         self._ciphers: dict[str, OpCipher] = {}
+        # Counters of local operations adopted from another document
+        # (apply_update): their updates are not this replica's own history.
+        self._adopted: set[int] = set()
+        self._merged = 0
         for item in self.quarantined:
             self._integrity_failures += 1
             logger.warning(
@@ -164,7 +180,9 @@ class Replica:
         coll = CollectionDoc(
             name,
             self.hlc,
-            lambda update, hlc, changes: self._local(name, update, hlc, changes),
+            lambda update, hlc, changes, own: self._local(
+                name, update, hlc, changes, own
+            ),
         )
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
@@ -241,9 +259,12 @@ class Replica:
         update: bytes,
         hlc: HLCTimestamp,
         changes: dict[str, ChangeKind],
+        own: bool = True,
     ) -> None:
         self._counter += 1
         counter = self._counter
+        if not own:
+            self._adopted.add(counter)
         packed = hlc.pack()
         self.storage.append_local(name, counter, packed, update)
         self._local_ops += 1
@@ -255,6 +276,30 @@ class Replica:
             self.on_change(
                 [Change(name, rid, kind, "local") for rid, kind in changes.items()]
             )
+
+    def _merge_waiting(self, name: str, ops: list[Op]) -> list[Op]:
+        """Merge runs of this replica's own never-pushed operations (see the
+        session's ``coalesce``): one update and one outbox entry per run."""
+        coll = self._collections[name]
+        out: list[Op] = []
+        run: list[Op] = []
+        for op in [*ops, None]:
+            if op is not None and op.counter not in self._adopted:
+                run.append(op)
+                continue
+            if len(run) > 1:
+                data = coll.merge_local_updates(run[0].data, run[-1].data)
+                if data is not None:
+                    last = run[-1]
+                    counters = [o.counter for o in run]
+                    self.storage.merge_outbox(name, counters, last.hlc, data)
+                    self._merged += len(run) - 1
+                    run = [Op(last.counter, last.hlc, data)]
+            out.extend(run)
+            run = []
+            if op is not None:
+                out.append(op)
+        return out
 
     def _bump_log(self, name: str, count: int) -> None:
         length = self._log_lengths.get(name, 0) + count
@@ -341,6 +386,8 @@ class Replica:
             elif isinstance(effect, Acked):
                 counters, _ = self._pending_acks.get(effect.collection, ([], 0))
                 counters.extend(effect.counters)
+                if self._adopted:
+                    self._adopted.difference_update(effect.counters)
                 self._pending_acks[effect.collection] = (counters, effect.cursor)
             elif isinstance(effect, ApplySnapshot):
                 self._apply_snapshot(effect)
@@ -495,6 +542,7 @@ class Replica:
             collections=tuple(self.collections()),
             outbox_depth=self.outbox_depth(),
             local_ops=self._local_ops,
+            local_ops_merged=self._merged,
             remote_ops_applied=self._remote_ops,
             bytes_sent=self.bytes_sent,
             bytes_received=self.bytes_received,

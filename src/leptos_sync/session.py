@@ -24,6 +24,9 @@ dropped, duplicated or reordered on the way:
   pull not answered within ``pull_timeout``; on reconnect everything in flight goes
   back to unsent. The server deduplicates by ``(replica, counter)``.
 * Changes at or below the cursor, or already held, are skipped.
+* Local operations that wait to be sent may be merged into one (see
+  ``coalesce``), but only operations never pushed: an operation id the server
+  may have seen always carries the same content.
 
 Time enters only through :meth:`ClientSession.poll`, which the driver calls with
 the monotonic clock's reading.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ProtocolError, RemoteError
@@ -67,6 +71,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The most update bytes merged into one operation, far below any frame limit.
+MERGE_BYTES = 256 * 1024
 
 
 class SessionState(enum.Enum):
@@ -155,6 +162,9 @@ class _Collection:
     batch_of: dict[int, int] = field(default_factory=dict)
     batches: dict[int, _Batch] = field(default_factory=dict)
     next_batch: int = 0
+    #: The highest counter ever pushed (or loaded from the store, which may
+    #: have pushed it before a restart); only operations above it are merged.
+    pushed_high: int = 0
 
     @property
     def depth(self) -> int:
@@ -195,6 +205,11 @@ class ClientSession:
         ack_timeout_ns: push again what is not acknowledged after this long.
         pull_timeout_ns: pull again when a pull is not answered after this long.
         resync_interval_ns: pull a live collection again after this long (0: never).
+        coalesce: merges a run of local operations that were never pushed, as
+            they are cut into a push: called with the collection and the run,
+            it returns what replaces the run, in counter order (the replica
+            merges the updates and rewrites its outbox to match). ``None``
+            pushes every operation as it is.
     """
 
     def __init__(
@@ -209,6 +224,7 @@ class ClientSession:
         ack_timeout_ns: int = 30_000_000_000,
         pull_timeout_ns: int = 30_000_000_000,
         resync_interval_ns: int = 60_000_000_000,
+        coalesce: Callable[[str, list[Op]], list[Op]] | None = None,
     ) -> None:
         self.replica_id = replica_id
         self.checksums = checksums
@@ -219,6 +235,7 @@ class ClientSession:
         self.ack_timeout_ns = ack_timeout_ns
         self.pull_timeout_ns = pull_timeout_ns
         self.resync_interval_ns = resync_interval_ns
+        self.coalesce = coalesce
         self.state = SessionState.DISCONNECTED
         self.server: str | None = None
         #: The server store the cursors refer to (kept in the replica's store).
@@ -238,6 +255,8 @@ class ClientSession:
             return []
         coll = _Collection(cursor=cursor)
         coll.unsent.extend(sorted(outbox or [], key=lambda op: op.counter))
+        if coll.unsent:
+            coll.pushed_high = coll.unsent[-1].counter
         self._colls[name] = coll
         if self.state is SessionState.READY:
             return [self._pull(name, coll), *self._fill(name, coll)]
@@ -529,12 +548,18 @@ class ClientSession:
         while coll.unsent and len(coll.batches) < self.window:
             batch: list[Op] = []
             size = 0
+            merging = self.coalesce is not None
             while coll.unsent and len(batch) < self.max_batch_ops:
+                if merging:
+                    budget = min(self.max_batch_bytes - size, MERGE_BYTES)
+                    merging = self._merge_front(name, coll, budget)
                 op = coll.unsent[0]
                 if batch and size + len(op.data) > self.max_batch_bytes:
                     break
                 batch.append(coll.unsent.popleft())
                 size += len(op.data)
+            if batch[-1].counter > coll.pushed_high:
+                coll.pushed_high = batch[-1].counter
             batch_id = coll.next_batch
             coll.next_batch += 1
             for op in batch:
@@ -545,6 +570,33 @@ class ClientSession:
             self._batches += 1
             effects.append(Send(Push(name, tuple(batch))))
         return effects
+
+    def _merge_front(self, name: str, coll: _Collection, budget: int) -> bool:
+        """Merge the never-pushed operations at the front of ``unsent``.
+
+        Takes as many as fit in ``budget`` bytes (at least two) and puts back
+        what ``coalesce`` returns. Returns whether merging is still worth trying
+        for the rest of this batch.
+        """
+        unsent = coll.unsent
+        if len(unsent) < 2 or unsent[0].counter <= coll.pushed_high:
+            # Nothing waits with it, or it may have been pushed (requeued).
+            return len(unsent) >= 2
+        run: list[Op] = []
+        size = 0
+        for op in unsent:
+            if run and size + len(op.data) > budget:
+                break
+            run.append(op)
+            size += len(op.data)
+        if len(run) < 2:
+            return False
+        assert self.coalesce is not None
+        merged = self.coalesce(name, run)
+        for _ in run:
+            unsent.popleft()
+        unsent.extendleft(reversed(merged))
+        return len(merged) < len(run)
 
     def _require(self, name: str) -> _Collection:
         coll = self._colls.get(name)

@@ -138,6 +138,7 @@ class SimReport:
     replica_store: StoreKind
     steps: int = 0
     local_ops: int = 0
+    local_ops_merged: int = 0
     frames_delivered: int = 0
     frames_dropped: int = 0
     frames_duplicated: int = 0
@@ -162,11 +163,17 @@ class SimReport:
 
 
 class _Ledger:
-    """Every local operation made, keyed by ``(replica, counter)``."""
+    """Every local operation made, keyed by ``(replica, counter)``.
+
+    Operations merged before they were pushed leave the ledger; the operation
+    that replaced them (under the highest of their counters) takes their place.
+    """
 
     def __init__(self) -> None:
         self.ops: dict[tuple[int, int], tuple[str, int]] = {}
         self.reused: list[tuple[int, int]] = []
+        self.changes = 0
+        self.merged = 0
 
     def record(self, replica: int, collection: str, counter: int, data: bytes) -> None:
         key = (replica, counter)
@@ -174,6 +181,16 @@ class _Ledger:
             # A counter used twice makes the hub drop the second op as a duplicate.
             self.reused.append(key)
         self.ops[key] = (collection, crc32c(data))
+        self.changes += 1
+
+    def merge(
+        self, replica: int, collection: str, counters: list[int], data: bytes
+    ) -> None:
+        for counter in counters:
+            if self.ops.pop((replica, counter), (collection, 0))[0] != collection:
+                self.reused.append((replica, counter))
+        self.ops[(replica, max(counters))] = (collection, crc32c(data))
+        self.merged += len(counters) - 1
 
 
 class _LedgerMemoryStorage(MemoryStorage):
@@ -187,6 +204,12 @@ class _LedgerMemoryStorage(MemoryStorage):
     ) -> None:
         super().append_local(collection, counter, hlc, data)
         self.ledger.record(self.sim_replica_id, collection, counter, data)
+
+    def merge_outbox(
+        self, collection: str, counters: list[int], hlc: int, data: bytes
+    ) -> None:
+        super().merge_outbox(collection, counters, hlc, data)
+        self.ledger.merge(self.sim_replica_id, collection, counters, data)
 
     def reopen(self) -> None:
         """Make the store usable again, as a process restart on a disk would."""
@@ -208,6 +231,12 @@ class _LedgerSQLiteStorage(SQLiteStorage):
     ) -> None:
         super().append_local(collection, counter, hlc, data)
         self.ledger.record(self.sim_replica_id, collection, counter, data)
+
+    def merge_outbox(
+        self, collection: str, counters: list[int], hlc: int, data: bytes
+    ) -> None:
+        super().merge_outbox(collection, counters, hlc, data)
+        self.ledger.merge(self.sim_replica_id, collection, counters, data)
 
 
 # The network ------------------------------------------------------------------
@@ -452,7 +481,8 @@ class Simulation:
                     self._edit(node, coll)
         else:
             self._edit(node, coll)
-        self.report.local_ops = len(self.ledger.ops)
+        self.report.local_ops = self.ledger.changes
+        self.report.local_ops_merged = self.ledger.merged
         self._flush(node)
 
     def _edit(self, node: _Node, coll: CollectionDoc) -> None:
@@ -948,7 +978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     failures = 0
     started = time.perf_counter()
-    ops = 0
+    ops = merged = 0
     for seed in seeds:
         try:
             report = run_seed(
@@ -966,12 +996,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
             continue
         ops += report.local_ops
+        merged += report.local_ops_merged
         if args.seed is not None:
             print(report)
     elapsed = time.perf_counter() - started
     print(
-        f"{len(seeds)} seeds, {failures} failed, {ops} local operations, "
-        f"{elapsed:.1f} s"
+        f"{len(seeds)} seeds, {failures} failed, {ops} local operations "
+        f"({merged} merged into others before being pushed), {elapsed:.1f} s"
     )
     return 1 if failures else 0
 

@@ -154,6 +154,16 @@ class Storage:
         """Record a local change as an outbox entry (moved to the log on ack)."""
         raise NotImplementedError
 
+    def merge_outbox(
+        self, collection: str, counters: list[int], hlc: int, data: bytes
+    ) -> None:
+        """Replace the outbox entries ``counters`` by one entry holding ``data``.
+
+        The new entry takes the highest of the counters, and ``hlc``; all in one
+        transaction, so that a crash leaves either the old entries or the new.
+        """
+        raise NotImplementedError
+
     def append_remote(
         self, collection: str, updates: list[bytes], cursor: int, hlc: int
     ) -> None:
@@ -262,6 +272,15 @@ class MemoryStorage(Storage):
         self._outbox[counter] = StoredOp(collection, counter, hlc, data)
         self._last_counter = max(self._last_counter, counter)
         self._hlc = max(self._hlc, hlc)
+
+    def merge_outbox(
+        self, collection: str, counters: list[int], hlc: int, data: bytes
+    ) -> None:
+        self._check()
+        for counter in counters:
+            del self._outbox[counter]
+        top = max(counters)
+        self._outbox[top] = StoredOp(collection, top, hlc, data)
 
     def append_remote(
         self, collection: str, updates: list[bytes], cursor: int, hlc: int
@@ -641,6 +660,20 @@ class SQLiteStorage(Storage):
         if self._rows:
             rows, self._rows = self._rows, []
             self._db.executemany(_INSERT_OUTBOX, rows)
+
+    def merge_outbox(
+        self, collection: str, counters: list[int], hlc: int, data: bytes
+    ) -> None:
+        with self._txn() as db:
+            # Rows buffered by an open batch() go in first, to be replaced too.
+            self._flush_outbox()
+            db.executemany(
+                "DELETE FROM outbox WHERE counter BETWEEN ? AND ? AND collection=?",
+                [(first, last, collection) for first, last in _runs(counters)],
+            )
+            db.execute(
+                _INSERT_OUTBOX, (max(counters), collection, hlc, data, crc32c(data))
+            )
 
     def append_remote(
         self, collection: str, updates: list[bytes], cursor: int, hlc: int
