@@ -2,7 +2,7 @@
 
 1,000 records of ten fields each are created first (not timed) and synced to all
 three replicas. Then, timed from one common start signal, the replicas write
-100,000 field values in all (one operation per write), of which 10% are
+100,000 field values in all (one local transaction per write), of which 10% are
 *concurrent conflicting* writes: 5,000 (record, field) slots are each written by
 two replicas before either has synced. Each replica does its conflicting writes
 first, in one burst that never yields to the event loop, so neither side of a pair
@@ -16,7 +16,8 @@ states of the three replicas are compared by digest.
 
 Ours: ``EndToEndSyncManager`` with SQLite stores, ``collection.update`` through a
 ``leptos-sync serve`` subprocess (writes grouped ``manager.batch()`` 1,000 at a
-time: one SQLite commit per group, still one operation per write). Peer: pycrdt
+time: one SQLite commit per group, still one transaction per write; writes that
+wait together for the link are pushed merged, as by default). Peer: pycrdt
 ``Map`` of ``Map`` through pycrdt-websocket's server, one transaction per write.
 Every replica is its own process.
 """

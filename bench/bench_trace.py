@@ -2,6 +2,9 @@
 
 Ours is ``leptos_sync.replay.replay()`` against a ``leptos-sync serve`` subprocess
 (SQLite stores on both sides, acknowledgements, every replica its own process).
+Each keystroke is its own local transaction with its own record metadata,
+durable in the writer's store; keystrokes that wait together for the link are
+pushed as one merged operation (``SyncConfig.merge_waiting``, on by default).
 The peer replays the same trace with pycrdt documents through pycrdt-websocket's
 server (see :mod:`bench.peer_pycrdt`): one transaction, and so one update on the
 wire, per keystroke.
