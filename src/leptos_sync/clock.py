@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -238,6 +239,7 @@ async def _settle(iterations: int) -> None:
 _LOGICAL_BITS = 16
 _LOGICAL_MAX = (1 << _LOGICAL_BITS) - 1
 _WALL_MS_MAX = (1 << 47) - 1  # keeps the packed value inside a signed 64-bit int
+_TWO_U64 = struct.Struct(">QQ")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -265,7 +267,8 @@ class HLCTimestamp:
 
     def to_bytes(self) -> bytes:
         """16 bytes whose lexicographic order is the timestamps' order."""
-        return self.pack().to_bytes(8, "big") + self.replica.to_bytes(8, "big")
+        packed = (self.wall_ms << _LOGICAL_BITS) | self.logical
+        return _TWO_U64.pack(packed, self.replica)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HLCTimestamp:
@@ -361,7 +364,8 @@ class HybridLogicalClock:
             self._logical += 1
 
     def _physical_ms(self) -> int:
-        return min(max(self._clock.wall_ns() // NS_PER_MS, 0), _WALL_MS_MAX)
+        ms = self._clock.wall_ns() // NS_PER_MS
+        return ms if 0 <= ms <= _WALL_MS_MAX else min(max(ms, 0), _WALL_MS_MAX)
 
     def __repr__(self) -> str:
         return f"HybridLogicalClock(replica_id={self.replica_id:#x}, last={self.last})"

@@ -62,7 +62,8 @@ _I63 = (1 << 63) - 1
 
 def crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli) of ``data``."""
-    return int(_crc32c.crc32c(data))
+    crc: int = _crc32c.crc32c(data)
+    return crc
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ one transaction; acknowledgements delete outbox entries with the cursor.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,9 +181,7 @@ class Replica:
         coll = CollectionDoc(
             name,
             self.hlc,
-            lambda update, hlc, changes, own: self._local(
-                name, update, hlc, changes, own
-            ),
+            functools.partial(self._local, name),
         )
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
