@@ -15,6 +15,7 @@ from leptos_sync.errors import (
     ClosedError,
     ConfigError,
     SchemaVersionError,
+    StorageError,
 )
 from leptos_sync.storage import FORMAT_VERSION, MemoryStorage, SQLiteStorage, StoredOp
 
@@ -208,3 +209,87 @@ def test_flipped_byte_is_quarantined_and_the_collection_refetched(
 def test_memory_storage_takes_a_fixed_replica_id() -> None:
     """MemoryStorage keeps the replica id it was given."""
     assert MemoryStorage(replica_id=42).load().replica_id == 42
+
+
+def test_regression_a_replica_store_is_used_by_one_process_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A second open of a replica store, in this or another process, is refused
+    while the first is open (two writers used to number their operations alike
+    and lose changes); closing releases it, and so does the holder dying."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.sqlite3"
+    first = Storage.sqlite(path)
+    with pytest.raises(StorageError, match=r"open in another process \(process \d+\)"):
+        Storage.sqlite(path)
+    script = (
+        "import sys; from leptos_sync import Storage\n"
+        "try:\n    Storage.sqlite(sys.argv[1])\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc); sys.exit(3)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True
+    )
+    assert run.returncode == 3 and "StorageError" in run.stdout
+    first.close()
+    Storage.sqlite(path).close()
+
+    # A process killed while holding the store does not keep it locked.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from leptos_sync import Storage\n"
+            "s = Storage.sqlite(sys.argv[1]); print('open', flush=True); "
+            "time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with pytest.raises(StorageError):
+        Storage.sqlite(path)
+    holder.kill()
+    holder.wait()
+    Storage.sqlite(path).close()
+
+
+def test_regression_a_store_of_the_other_kind_or_a_foreign_database_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A server store opened as a replica, a replica store served, or an
+    application's own database used as either, is refused unchanged (the
+    other kind's tables used to be added, and inspect and scrub then misread
+    the store)."""
+    from leptos_sync import HubStore
+
+    server, replica, foreign = (tmp_path / n for n in ("s.db", "r.db", "f.db"))
+    HubStore.sqlite(server).close()
+    Storage.sqlite(replica).close()
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+
+    def tables(path: Path) -> set[str]:
+        db = sqlite3.connect(path)
+        try:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+
+    before = {path: tables(path) for path in (server, replica, foreign)}
+    with pytest.raises(StorageError, match="is a server store, not a replica"):
+        Storage.sqlite(server)
+    with pytest.raises(StorageError, match="is a replica store, not a server"):
+        HubStore.sqlite(replica)
+    with pytest.raises(StorageError, match="database of something else"):
+        Storage.sqlite(foreign)
+    with pytest.raises(StorageError, match="database of something else"):
+        HubStore.sqlite(foreign)
+    assert {path: tables(path) for path in before} == before
+    # A refused open leaves the store free for the right opener.
+    HubStore.sqlite(server).close()

@@ -31,7 +31,7 @@ from .errors import (
     StorageError,
 )
 from .protocol import Op, RemoteOp, crc32c
-from .storage import Durability
+from .storage import Durability, check_store_kind, store_tables
 
 __all__ = ["HubStore", "HubStoreStatistics", "MemoryHubStore", "SQLiteHubStore"]
 
@@ -165,6 +165,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
+_HUB_TABLES = store_tables(_HUB_SCHEMA)
+
+
 class SQLiteHubStore(HubStore):
     """The hub's log in one SQLite file."""
 
@@ -178,6 +181,11 @@ class SQLiteHubStore(HubStore):
             self._db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False
             )
+            try:
+                check_store_kind(self._db, path, "server", _HUB_TABLES)
+            except StorageError:
+                self._db.close()
+                raise
             self._db.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if durability == "power" else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")

@@ -23,8 +23,10 @@ an fsync per commit. Writes grouped with :meth:`Storage.batch` share one commit.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -226,6 +228,85 @@ def file_identity(path: Path) -> int | None:
         return None
 
 
+StoreKind = Literal["replica", "server"]
+
+
+def check_store_kind(
+    db: sqlite3.Connection, path: Path, kind: StoreKind, own: frozenset[str]
+) -> None:
+    """Refuse to open a store of the other kind, or a foreign SQLite database.
+
+    ``own`` names the tables a store of ``kind`` may hold.
+
+    A replica store opened by the server (or a server store opened as a replica)
+    would get the other kind's tables added and be misread from then on by
+    ``inspect``, ``scrub`` and ``backup``; an application's own database would
+    get ours. Nothing is changed before this check.
+    """
+    tables = {
+        str(row[0])
+        for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    other: StoreKind = "server" if kind == "replica" else "replica"
+    if _MARKER[other] in tables and _MARKER[kind] not in tables:
+        opener = (
+            "leptos-sync serve --db" if other == "server" else "Storage.sqlite(...)"
+        )
+        raise StorageError(
+            f"{path} is a {other} store, not a {kind} store; open it with {opener}"
+        )
+    if tables - own and _MARKER[kind] not in tables:
+        raise StorageError(
+            f"{path} is a SQLite database of something else (tables "
+            f"{', '.join(sorted(tables)[:5])}); a {kind} store needs a new file"
+        )
+
+
+def store_tables(schema: str) -> frozenset[str]:
+    """The table names a schema script creates."""
+    return frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema))
+
+
+class StoreLock:
+    """One process at a time on a replica store.
+
+    Two processes writing one replica store would number their operations
+    alike (one counter sequence, two writers), and the server would refuse or
+    drop one side's changes. The lock is an advisory ``flock`` on a ``-lock``
+    file beside the store, held while the store is open and released by the
+    kernel if the process dies; tools that only read (``inspect``, ``backup``,
+    ``scrub``) do not take it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(f"{path}-lock")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot lock {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise StorageError(
+                f"{path} is open in another process{by}; a replica store is "
+                "used by one process at a time"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"cannot lock {path}: {exc}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 def new_replica_id() -> int:
     """A random 64-bit replica id (also the Loro peer id); never zero."""
     return secrets.randbits(63) | 1
@@ -362,6 +443,9 @@ def _runs(counters: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+_MARKER: dict[StoreKind, str] = {"replica": "outbox", "server": "ops"}
+_TABLES = store_tables(_SCHEMA)
+
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (counter, collection, hlc, data, crc) VALUES (?, ?, ?, ?, ?)"
 )
@@ -385,17 +469,31 @@ class SQLiteStorage(Storage):
         self._depth = 0
         self._closed = False
         self._rows: list[tuple[int, str, int, bytes, int]] = []
+        self._store_lock = StoreLock(path)
         try:
             self._db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False
             )
+            check_store_kind(self._db, path, "replica", _TABLES)
             self._db.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if durability == "power" else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate(app_version)
         except sqlite3.DatabaseError as exc:
+            self._abandon()
             raise StorageError(f"cannot open store {path}: {exc}") from exc
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Give up opening: close what was opened, release the lock."""
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        self._closed = True
+        self._store_lock.release()
 
     # Schema ------------------------------------------------------------------
 
@@ -485,11 +583,13 @@ class SQLiteStorage(Storage):
             self._depth += 1
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
                 if outer:
                     self._rows.clear()
                     self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StorageError(f"{self.path}: {exc}") from exc
                 raise
             self._depth -= 1
             if outer:
@@ -749,6 +849,7 @@ class SQLiteStorage(Storage):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                self._store_lock.release()
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
