@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from leptos_sync import (
+    ClosedError,
+    ConfigError,
     EndToEndSyncManager,
     HubStore,
     Storage,
@@ -270,3 +272,37 @@ async def test_regression_wait_synced_returns_without_collections(
     await manager.start()
     await manager.wait_synced(2)
     await manager.stop()
+
+
+async def test_regression_waiting_for_a_stopped_manager_raises_and_changes_end(
+    network: InMemoryNetwork,
+) -> None:
+    """wait_synced() and changes() never hang on a stopped manager: a waiter is
+    woken by stop() with ClosedError, and a changes() loop ends (both used to
+    wait forever)."""
+    manager = EndToEndSyncManager(Storage.memory(), Transport.in_memory(network), FAST)
+    network.partition(manager.transport)  # type: ignore[arg-type]
+    await manager.start()
+    manager.collection("c").insert("r", {})
+    waiting = asyncio.ensure_future(manager.wait_synced())
+    changes = manager.changes()
+    first = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0)
+    await manager.stop()
+    with pytest.raises(ClosedError, match="outbox holds 1"):
+        await waiting
+    with pytest.raises(StopAsyncIteration):
+        await first
+    with pytest.raises(ClosedError):
+        await manager.wait_synced(1)
+    assert [c async for c in manager.changes()] == []
+
+
+async def test_wait_synced_refuses_a_timeout_that_is_not_a_duration(
+    network: InMemoryNetwork,
+) -> None:
+    """A timeout that is not a duration is a ConfigError, not a silent wait."""
+    (manager,) = await managers(network, 1)
+    with pytest.raises(ConfigError, match="timeout"):
+        await manager.wait_synced("x")  # type: ignore[arg-type]
+    await stop_all([manager])

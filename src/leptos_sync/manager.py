@@ -61,7 +61,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SyncStatus:
-    """Where a manager stands, for applications and health checks."""
+    """Where a manager stands, for applications and health checks.
+
+    ``last_error`` is the most recent link or server error, kept after the link
+    recovers (it tells why the last reconnect happened); ``online`` says whether
+    the link is up now.
+    """
 
     online: bool
     outbox_depth: int
@@ -137,6 +142,7 @@ class EndToEndSyncManager:
         self._closing: set[asyncio.Future[None]] = set()
         self._wake_writer = asyncio.Event()
         self._synced = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._closed = False
@@ -192,6 +198,7 @@ class EndToEndSyncManager:
             return
         self._running = False
         self._closed = True
+        self._stopped.set()
         if self._refreshing is not None:
             self._refreshing.cancel()
         task, self._task = self._task, None
@@ -253,7 +260,12 @@ class EndToEndSyncManager:
         return lambda: self._op_listeners.remove(listener)
 
     async def changes(self) -> AsyncIterator[Change]:
-        """Every record change, local and remote, as it happens (until stopped)."""
+        """Every record change, local and remote, as it happens (until stopped).
+
+        The iteration ends when the manager stops (at once if it has stopped).
+        """
+        if self._closed:
+            return
         self.replica.track_changes()
         self.replica.on_change = self._on_change
         queue: asyncio.Queue[Change] = asyncio.Queue()
@@ -272,24 +284,35 @@ class EndToEndSyncManager:
 
         Raises:
             TimeoutError: ``timeout`` (on the manager's clock) passed first.
+            ClosedError: the manager stopped first (or had stopped).
+            ConfigError: ``timeout`` is not a duration.
         """
-        if timeout is None:
-            await self._synced.wait()
+        if timeout is not None:
+            to_ns(timeout, "timeout")
+        if self._synced.is_set():
             return
-        waiter = asyncio.ensure_future(self._synced.wait())
-        sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
+        if self._closed:
+            raise ClosedError("the manager was stopped; it can no longer sync")
+        waits: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self._synced.wait()),
+            asyncio.ensure_future(self._stopped.wait()),
+        }
+        if timeout is not None:
+            waits.add(asyncio.ensure_future(self.clock.sleep(timeout)))
         try:
-            done, _ = await asyncio.wait(
-                {waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
-            sleeper.cancel()
-        if waiter not in done:
-            raise TimeoutError(
-                f"not synced after {timeout}: "
-                f"outbox holds {self.replica.outbox_depth()}"
+            for waiting in waits:
+                waiting.cancel()
+        if self._synced.is_set():
+            return
+        depth = self.replica.outbox_depth()
+        if self._stopped.is_set():
+            raise ClosedError(
+                f"the manager stopped before it was synced: outbox holds {depth}"
             )
+        reason = f"; last error: {self._last_error}" if self._last_error else ""
+        raise TimeoutError(f"not synced after {timeout}: outbox holds {depth}{reason}")
 
     # Status ------------------------------------------------------------------
 
