@@ -157,3 +157,25 @@ async def test_system_clock_reads_real_time() -> None:
     await clock.sleep(0)
     assert clock.monotonic_ns() >= first
     assert clock.wall_ns() > 1_600_000_000 * 10**9
+
+
+def test_regression_a_timestamp_far_ahead_is_not_merged() -> None:
+    """A peer whose clock is years ahead cannot drag this clock along (one such
+    peer used to push every replica's timestamps to the end of the encodable
+    range, where SQLite could no longer store them). Within a day it merges."""
+    clock = ManualClock()
+    hlc = HybridLogicalClock(clock, 1)
+    now_ms = clock.wall_ns() // 1_000_000
+    near = HLCTimestamp(now_ms + 3_600_000, 5, 2)  # an hour ahead
+    assert hlc.observe(near) and hlc.last.wall_ms == now_ms + 3_600_000
+    far = HLCTimestamp((1 << 47) - 1, 65_535, 3)  # the largest encodable
+    assert not hlc.observe(far)
+    stamp = hlc.update(far)
+    assert stamp.wall_ms == now_ms + 3_600_000 and stamp.replica == 1
+    assert hlc.rejected == 2
+    # Issuing goes on from this clock's own time, as far as anyone needs.
+    for _ in range(70_000):
+        last = hlc.now()
+    assert last.pack() < 1 << 63 and last.wall_ms < now_ms + 3_700_000
+    with pytest.raises(ConfigError, match="max_drift_ms"):
+        HybridLogicalClock(clock, 1, max_drift_ms=-1)

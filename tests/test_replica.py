@@ -7,12 +7,14 @@ import random
 import shutil
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from leptos_sync import HubStore, Replica, Storage, fields
+from leptos_sync.clock import ManualClock
 from leptos_sync.crdt import LoroDoc
 from leptos_sync.errors import (
     InvalidIdError,
@@ -602,3 +604,25 @@ def test_adopted_updates_are_pushed_one_operation_each(wire: Wire) -> None:
     assert a.statistics().local_ops_merged == 0
     assert len(_hub_ops(wire)) == 1 + 10
     assert converged(a, b)["r"]["t"].count("y") == 5
+
+
+def test_regression_a_peer_clock_years_ahead_does_not_drag_the_others(
+    wire: Wire,
+) -> None:
+    """Operations stamped decades ahead sync, but the receiver's clock does not
+    follow them: its own writes stay at its own time (they used to jump ahead
+    with the peer's, up to timestamps SQLite cannot store)."""
+    a = wire.replica()
+    skewed_clock = ManualClock()
+    skewed_clock.set_wall(datetime(2090, 1, 1, tzinfo=UTC))
+    b = Replica(Storage.memory(), clock=skewed_clock)
+    wire.connect(b)
+    b.collection("c").insert("from-the-future", {})
+    a.collection("c")
+    wire.pump()
+    assert "from-the-future" in a.collection("c")
+    a.collection("c").insert("mine", {})
+    wire.pump()
+    assert a.collection("c").meta("mine").updated.to_datetime().year < 2090
+    assert a.statistics().timestamps_too_far_ahead >= 1
+    assert sorted(converged(a, b)) == ["from-the-future", "mine"]

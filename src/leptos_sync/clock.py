@@ -240,6 +240,8 @@ _LOGICAL_BITS = 16
 _LOGICAL_MAX = (1 << _LOGICAL_BITS) - 1
 _WALL_MS_MAX = (1 << 47) - 1  # keeps the packed value inside a signed 64-bit int
 _TWO_U64 = struct.Struct(">QQ")
+#: How far ahead of this clock a received timestamp may be and still be merged.
+MAX_DRIFT_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -295,10 +297,17 @@ class HybridLogicalClock:
     The clock is thread-safe. Persist :attr:`last` with the replica's state and pass
     it back as ``last`` on restart, so timestamps keep increasing across restarts.
 
+    A received timestamp more than ``max_drift_ms`` ahead of this clock's wall
+    time is not merged (:meth:`update` and :meth:`observe` say so): one peer with
+    a clock years ahead would otherwise drag every replica's timestamps along,
+    up to the end of the encodable range. Causality among sane clocks is kept;
+    the far-off timestamp stays on its operation, unmerged.
+
     Args:
         clock: the wall clock source.
         replica_id: this replica's 64-bit id, used to break ties.
         last: the last timestamp issued before a restart, if any.
+        max_drift_ms: how far ahead a merged timestamp may be (default one day).
     """
 
     def __init__(
@@ -306,11 +315,19 @@ class HybridLogicalClock:
         clock: Clock | None = None,
         replica_id: int = 0,
         last: HLCTimestamp | None = None,
+        max_drift_ms: int = MAX_DRIFT_MS,
     ) -> None:
         if not 0 <= replica_id < (1 << 64):
             raise ConfigError("replica_id", "must be an unsigned 64-bit integer")
+        if isinstance(max_drift_ms, bool) or not isinstance(max_drift_ms, int):
+            raise ConfigError("max_drift_ms", f"an int, got {max_drift_ms!r}")
+        if max_drift_ms < 0:
+            raise ConfigError("max_drift_ms", f"must not be negative: {max_drift_ms}")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self.replica_id = replica_id
+        self.max_drift_ms = max_drift_ms
+        #: Received timestamps not merged for being too far ahead.
+        self.rejected = 0
         self._lock = threading.Lock()
         self._wall_ms = last.wall_ms if last is not None else 0
         self._logical = last.logical if last is not None else 0
@@ -332,8 +349,14 @@ class HybridLogicalClock:
             return HLCTimestamp(self._wall_ms, self._logical, self.replica_id)
 
     def update(self, remote: HLCTimestamp) -> HLCTimestamp:
-        """Merge a received timestamp and issue one greater than both."""
+        """Merge a received timestamp and issue one greater than both.
+
+        A timestamp too far ahead (see the class) is not merged: the one issued
+        is then greater than this clock's own readings only.
+        """
         physical = self._physical_ms()
+        if not self._acceptable(remote, physical):
+            return self.now()
         with self._lock:
             top = max(physical, self._wall_ms, remote.wall_ms)
             if top == self._wall_ms and top == remote.wall_ms:
@@ -348,11 +371,25 @@ class HybridLogicalClock:
                 self._wall_ms, self._logical = top, 0
             return HLCTimestamp(self._wall_ms, self._logical, self.replica_id)
 
-    def observe(self, remote: HLCTimestamp) -> None:
-        """Merge a received timestamp without issuing one."""
+    def observe(self, remote: HLCTimestamp) -> bool:
+        """Merge a received timestamp without issuing one.
+
+        Returns ``False`` (merging nothing) for a timestamp too far ahead.
+        """
+        if not self._acceptable(remote, self._physical_ms()):
+            return False
         with self._lock:
             if (remote.wall_ms, remote.logical) > (self._wall_ms, self._logical):
                 self._wall_ms, self._logical = remote.wall_ms, remote.logical
+        return True
+
+    def _acceptable(self, remote: HLCTimestamp, physical: int) -> bool:
+        with self._lock:
+            ahead = remote.wall_ms - max(physical, self._wall_ms)
+            if ahead <= self.max_drift_ms:
+                return True
+            self.rejected += 1
+            return False
 
     def _tick(self) -> None:
         # The counter has 16 bits; when a burst exhausts it within one

@@ -114,6 +114,11 @@ class SyncInstruments:
             "pushed (each pushed operation carries the rest).",
         ).set_function(lambda: float(replica.statistics().local_ops_merged))
         r.gauge(
+            "leptos_sync_remote_timestamps_too_far_ahead",
+            "Received timestamps not merged into this replica's clock for being "
+            "more than a day ahead of it (a peer's clock is wrong).",
+        ).set_function(lambda: float(replica.statistics().timestamps_too_far_ahead))
+        r.gauge(
             "leptos_sync_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
         ).set_function(lambda: float(BREAKER_STATE_VALUES[manager.breaker.state]))

@@ -72,6 +72,8 @@ class ReplicaStatistics:
     frames_sent: int
     frames_received: int
     integrity_failures: int
+    #: Received timestamps not merged into the clock for being too far ahead.
+    timestamps_too_far_ahead: int
     quarantined: int
     snapshots_applied: int
     session: SessionStatistics
@@ -148,6 +150,7 @@ class Replica:
         # Counters of local operations adopted from another document
         # (apply_update): their updates are not this replica's own history.
         self._adopted: set[int] = set()
+        self._skewed: set[int] = set()
         self._merged = 0
         for item in self.quarantined:
             self._integrity_failures += 1
@@ -414,8 +417,7 @@ class Replica:
         updates = [op.data for op in ops]
         if self.validate_metadata:
             self._validate_metadata(effect.collection, ops)
-        top = max(ops, key=lambda op: op.hlc)
-        self.hlc.observe(HLCTimestamp.unpack(top.hlc, top.replica))
+        self._observe_clocks(ops)
         try:
             changes = coll.import_updates(updates)
         except IntegrityError:
@@ -452,6 +454,22 @@ class Replica:
                 )
             if seen is None or op.counter > seen[0]:
                 self._hlc_seen[op.replica] = (op.counter, op.hlc)
+
+    def _observe_clocks(self, ops: tuple[RemoteOp, ...]) -> None:
+        """Merge the latest timestamp that is not too far ahead (see the HLC)."""
+        for op in sorted(ops, key=lambda op: op.hlc, reverse=True):
+            if self.hlc.observe(HLCTimestamp.unpack(op.hlc, op.replica)):
+                return
+            if op.replica not in self._skewed:
+                self._skewed.add(op.replica)
+                logger.warning(
+                    "replica %x: replica %x stamps its operations %s, more than "
+                    "%d s ahead of this clock; its timestamps are not merged",
+                    self.replica_id,
+                    op.replica,
+                    HLCTimestamp.unpack(op.hlc, op.replica).to_datetime().isoformat(),
+                    self.hlc.max_drift_ms // 1000,
+                )
 
     def _seal(self, push: Push) -> Push:
         cipher = self._ciphers[push.collection]
@@ -548,6 +566,7 @@ class Replica:
             frames_sent=self.frames_sent,
             frames_received=self.frames_received,
             integrity_failures=self._integrity_failures,
+            timestamps_too_far_ahead=self.hlc.rejected,
             quarantined=len(self.quarantined),
             snapshots_applied=self._snapshots,
             session=self.session.statistics(),
