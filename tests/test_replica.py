@@ -15,7 +15,7 @@ import pytest
 
 from leptos_sync import HubStore, Replica, Storage, fields
 from leptos_sync.clock import ManualClock
-from leptos_sync.crdt import LoroDoc
+from leptos_sync.crdt import ExportMode, LoroDoc
 from leptos_sync.errors import (
     InvalidIdError,
     InvalidValueError,
@@ -626,3 +626,44 @@ def test_regression_a_peer_clock_years_ahead_does_not_drag_the_others(
     assert a.collection("c").meta("mine").updated.to_datetime().year < 2090
     assert a.statistics().timestamps_too_far_ahead >= 1
     assert sorted(converged(a, b)) == ["from-the-future", "mine"]
+
+
+def test_regression_a_transaction_larger_than_an_operation_travels_in_parts(
+    wire: Wire,
+) -> None:
+    """A 9 MB transaction (the operation limit is 4 MiB) is pushed as
+    consecutive parts and arrives whole; it used to be refused by the server
+    forever, blocking everything written after it."""
+    a, b = wire.replica(), wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    with a.collection("c").transaction():
+        for i in range(10):
+            a.collection("c").insert(f"big{i}", {"v": "x" * 900_000})
+    a.collection("c").insert("after", {})
+    wire.pump()
+    assert a.outbox_depth() == 0 and not wire.hub.statistics().rejected
+    assert len(_hub_ops(wire)) >= 3
+    assert all(len(op.data) <= 4 * 1024 * 1024 for op in _hub_ops(wire))
+    state = converged(a, b)
+    assert sorted(state) == ["after", *(f"big{i}" for i in range(10))]
+    assert state["big9"] == {"v": "x" * 900_000}
+
+
+def test_oversized_text_inserts_and_adopted_updates_are_refused_unapplied(
+    wire: Wire,
+) -> None:
+    """A single edit that could never travel is refused before it is applied."""
+    a = wire.replica()
+    coll = a.collection("c")
+    coll.insert("r", {"t": fields.text("ok")})
+    with pytest.raises(InvalidValueError, match="insert it in parts"):
+        coll.text("r", "t").insert(0, "y" * (2 << 20))
+    other = LoroDoc()
+    noise = "".join(random.Random(1).choices("abcdefghijklmnop", k=5 << 20))
+    other.get_text("t").insert(0, noise)
+    other.commit()
+    with pytest.raises(InvalidValueError, match="adopt it in smaller parts"):
+        coll.apply_update(bytes(other.export(ExportMode.Snapshot())))
+    assert coll.get("r") == {"t": "ok"} and a.outbox_depth() == 1

@@ -142,6 +142,8 @@ class CollectionDoc:
         self.name = name
         self.hlc = hlc
         self.max_value_bytes = max_value_bytes
+        #: The largest update :meth:`apply_update` adopts (one operation's limit).
+        self.max_update_bytes: int | None = None
         self.doc = LoroDoc()
         self.doc.peer_id = hlc.replica_id
         self._records = self.doc.get_map(_RECORDS)
@@ -316,6 +318,11 @@ class CollectionDoc:
         if not isinstance(update, bytes | bytearray | memoryview):
             raise InvalidValueError(f"an update is bytes, got {type(update).__name__}")
         data = bytes(update)
+        if self.max_update_bytes is not None and len(data) > self.max_update_bytes:
+            raise InvalidValueError(
+                f"the update is {len(data)} bytes; one operation holds at most "
+                f"{self.max_update_bytes} (adopt it in smaller parts)"
+            )
         imported = self.import_updates([data])
         changes: dict[str, ChangeKind] = {c.record_id: c.kind for c in imported}
         if self._sink is not None:
@@ -379,23 +386,56 @@ class CollectionDoc:
         update waits for its dependencies (the document could then not vouch
         for the run).
         """
+        head, tail = self._own_range(first), self._own_range(last)
+        if head is None or tail is None or self._has_pending():
+            return None
+        return self._export_own(head[0], tail[1])
+
+    def split_local_update(self, update: bytes, limit: int) -> _List[bytes]:
+        """``update`` of one local commit cut into updates of at most ``limit``
+        bytes, in order, each holding a consecutive part of the commit.
+
+        For a transaction too large to travel as one operation. The parts are
+        cut between Loro operations, so an update smaller than ``limit`` always
+        exists unless one single edit is larger (field values and text inserts
+        are kept far below any operation limit). Returns ``[update]`` when it
+        fits, or is not this document's own commit.
+        """
+        own = self._own_range(update)
+        if len(update) <= limit or own is None:
+            return [update]
+        parts: _List[bytes] = []
+
+        def cut(start: int, end: int) -> None:
+            part = self._export_own(start, end)
+            if len(part) <= limit or end - start == 1:
+                parts.append(part)
+                return
+            middle = (start + end) // 2
+            cut(start, middle)
+            cut(middle, end)
+
+        cut(*own)
+        return parts
+
+    def _own_range(self, update: bytes) -> tuple[int, int] | None:
+        """The range of this document's own history an update holds, if that
+        is all it holds."""
         peer = self.doc.peer_id
         try:
-            head = LoroDoc.decode_import_blob_meta(first, False)
-            tail = LoroDoc.decode_import_blob_meta(last, False)
+            meta = LoroDoc.decode_import_blob_meta(update, False)
         except _NO_RETRY:
             raise
         except BaseException:
             return None
-        if _peers(head.partial_end_vv) != {peer} or _peers(tail.partial_end_vv) != {
-            peer
-        }:
-            return None
-        spans = head.partial_start_vv.diff(tail.partial_end_vv).forward.inner()
-        if set(spans) != {peer} or self._has_pending():
+        spans = meta.partial_start_vv.diff(meta.partial_end_vv).forward.inner()
+        if set(spans) != {peer}:
             return None
         start, end = spans[peer]
-        span = loro.IdSpan(peer, loro.CounterSpan(start, end))
+        return int(start), int(end)
+
+    def _export_own(self, start: int, end: int) -> bytes:
+        span = loro.IdSpan(self.doc.peer_id, loro.CounterSpan(start, end))
         return bytes(self.doc.export(ExportMode.UpdatesInRange([span])))
 
     def export_since(self, version: bytes | None) -> bytes:
@@ -612,11 +652,6 @@ def _plain_node(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _peers(version: Any) -> set[int]:
-    """The peers a version vector names."""
-    return set(VersionVector().diff(version).forward.inner())
-
-
 def _version_counter(record: LoroMap) -> LoroCounter | None:
     box = record.get(_VERSION)
     return box.container if box is not None and _is_container(box) else None
@@ -782,6 +817,12 @@ class TextHandle(_FieldHandle):
         if not isinstance(insert, str):
             raise InvalidValueError(f"text inserts a str, got {type(insert).__name__}")
         F.check_text(insert, "the inserted text")
+        limit = self.collection.max_value_bytes
+        if len(insert) * 4 > limit and len(insert.encode()) > limit:
+            raise InvalidValueError(
+                f"the inserted text is {len(insert.encode())} bytes; one insert "
+                f"holds at most {limit} (insert it in parts)"
+            )
         with self._edit() as box:
             size = box.len_unicode
             if not 0 <= pos <= size or delete < 0 or pos + delete > size:

@@ -109,6 +109,8 @@ class Replica:
         self.checksums = checksums
         self.limits = limits
         self.compact_after = compact_after
+        #: The largest operation pushed; a larger local transaction goes in parts.
+        self._op_limit = min(limits.max_op_bytes, limits.max_frame_bytes // 2)
         state: StoredState = storage.load()
         self.replica_id = state.replica_id
         self.hlc = HybridLogicalClock(
@@ -186,6 +188,7 @@ class Replica:
             self.hlc,
             functools.partial(self._local, name),
         )
+        coll.max_update_bytes = self._op_limit
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
         cursor = 0
@@ -263,21 +266,30 @@ class Replica:
         changes: dict[str, ChangeKind],
         own: bool = True,
     ) -> None:
-        self._counter += 1
-        counter = self._counter
-        if not own:
-            self._adopted.add(counter)
-        packed = hlc.pack()
-        self.storage.append_local(name, counter, packed, update)
-        self._local_ops += 1
-        self._bump_log(name, 1)
-        self._run(self.session.local_op(name, Op(counter, packed, update)))
+        if len(update) > self._op_limit and own:
+            # Too large for one operation: consecutive parts, each its own.
+            parts = self._collections[name].split_local_update(update, self._op_limit)
+            for index, part in enumerate(parts):
+                self._append_local(name, part, hlc if index == 0 else self.hlc.now())
+        else:
+            self._append_local(name, update, hlc)
+            if not own:
+                self._adopted.add(self._counter)
         if self.on_local_op is not None:
             self.on_local_op()
         if self.on_change is not None and changes:
             self.on_change(
                 [Change(name, rid, kind, "local") for rid, kind in changes.items()]
             )
+
+    def _append_local(self, name: str, update: bytes, hlc: HLCTimestamp) -> None:
+        self._counter += 1
+        counter = self._counter
+        packed = hlc.pack()
+        self.storage.append_local(name, counter, packed, update)
+        self._local_ops += 1
+        self._bump_log(name, 1)
+        self._run(self.session.local_op(name, Op(counter, packed, update)))
 
     def _merge_waiting(self, name: str, ops: list[Op]) -> list[Op]:
         """Merge runs of this replica's own never-pushed operations (see the
