@@ -437,3 +437,24 @@ def test_a_held_handle_follows_deletes_replacements_and_remote_changes() -> None
     a.doc.delete("r")
     with pytest.raises(RecordNotFoundError):
         text.insert(0, "x")
+
+
+def test_regression_odd_positions_amounts_and_ids_raise_specific_errors() -> None:
+    """A bool as a position, a counter step beyond 64 bits and a lone-surrogate
+    id given to upsert each raise a specific error and change nothing (they
+    were taken as position 1, turned the counter into a float, and raised
+    UnicodeEncodeError)."""
+    doc = Peer(1).doc
+    doc.insert("r", {"t": fields.text("ab"), "n": fields.counter(), "l": fields.list()})
+    version = doc.version()
+    with pytest.raises(InvalidValueError, match="positions and counts are ints"):
+        doc.text("r", "t").insert(True, "x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError, match="positions and counts are ints"):
+        doc.list("r", "l").insert(0.0, 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError, match="within 64 bits"):
+        doc.counter("r", "n").increment(2**80)
+    with pytest.raises(InvalidIdError):
+        doc.upsert("\udc00", {"a": 1})
+    assert "\udc00" not in doc and 5 not in doc
+    assert doc.version() == version
+    assert doc.get("r") == {"t": "ab", "n": 0, "l": []}

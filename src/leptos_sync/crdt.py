@@ -38,6 +38,7 @@ from .clock import HLCTimestamp, HybridLogicalClock
 from .errors import (
     FieldKindError,
     IntegrityError,
+    InvalidIdError,
     InvalidValueError,
     RecordExistsError,
     RecordNotFoundError,
@@ -169,7 +170,11 @@ class CollectionDoc:
         return len(self._records)
 
     def __contains__(self, record_id: object) -> bool:
-        return isinstance(record_id, str) and self._record(record_id) is not None
+        try:
+            F.check_id(record_id)
+        except InvalidIdError:
+            return False
+        return self._record(record_id) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids())
@@ -253,6 +258,7 @@ class CollectionDoc:
 
     def upsert(self, record_id: str, values: dict[str, Any]) -> None:
         """Insert the record, or update it if it exists."""
+        F.check_id(record_id)
         if record_id in self:
             self.update(record_id, values)
         else:
@@ -816,6 +822,7 @@ class TextHandle(_FieldHandle):
         """Delete ``delete`` characters at ``pos`` and insert ``insert`` there."""
         if not isinstance(insert, str):
             raise InvalidValueError(f"text inserts a str, got {type(insert).__name__}")
+        F.check_positions(pos, delete)
         F.check_text(insert, "the inserted text")
         limit = self.collection.max_value_bytes
         if len(insert) * 4 > limit and len(insert.encode()) > limit:
@@ -849,6 +856,7 @@ class ListHandle(_FieldHandle):
         return len(self.to_list())
 
     def insert(self, index: int, value: Any) -> None:
+        F.check_positions(index)
         F.check_json(value, "list item", self.collection.max_value_bytes)
         with self._edit() as box:
             if not 0 <= index <= len(box):
@@ -861,6 +869,7 @@ class ListHandle(_FieldHandle):
             box.insert(len(box), _to_loro(value))
 
     def delete(self, index: int, count: int = 1) -> None:
+        F.check_positions(index, count)
         with self._edit() as box:
             if index < 0 or count < 0 or index + count > len(box):
                 raise InvalidValueError(f"delete({index}, {count}) outside the list")

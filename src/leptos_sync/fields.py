@@ -62,12 +62,26 @@ def counter(initial: int | float = 0) -> NewField:
 
 
 def check_amount(amount: object, what: str) -> int | float:
-    """Return ``amount`` if it is a finite number (not a bool), else raise."""
+    """Return ``amount`` if it is a finite number (not a bool) that a counter
+    can hold exactly (integers within 64 bits), else raise."""
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         raise InvalidValueError(f"{what} a number, got {amount!r}")
-    if not math.isfinite(amount):
+    if isinstance(amount, int):
+        if not _INT_MIN <= amount <= _INT_MAX:
+            raise InvalidValueError(f"{what} an integer within 64 bits, got {amount}")
+    elif not math.isfinite(amount):
         raise InvalidValueError(f"{what} a finite number, got {amount}")
     return amount
+
+
+def check_positions(*positions: object) -> None:
+    """Raise unless every position or count is an ``int`` (a bool is not one)."""
+    for position in positions:
+        if type(position) is not int:
+            raise InvalidValueError(
+                f"positions and counts are ints, got {position!r} "
+                f"({type(position).__name__})"
+            )
 
 
 def text(initial: str = "") -> NewField:
