@@ -239,7 +239,7 @@ def _run(
 
 def run(smoke: bool = False) -> list[Row]:
     if smoke:
-        readers, procs, idle, messages, warmup, runs, timeout = 6, 2, 20, 20, 3, 1, 60
+        readers, procs, idle, messages, warmup, runs, timeout = 6, 2, 20, 20, 3, 1, 180
     else:
         readers, procs, idle, messages, warmup, runs, timeout = (
             100,

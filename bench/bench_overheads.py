@@ -34,7 +34,7 @@ BENCH = "overheads"
 def reliability(calls: int, runs: int) -> list[Row]:
     from bench import bench_reliability as rel
 
-    say(f"reliability: per-call overhead, median of {runs} runs of {calls:,} calls")
+    say(f"reliability: per-call overhead, fastest of {runs} runs of {calls:,} calls")
     ours, theirs = rel.bench_breaker(calls, runs)
     rows = [
         compare(

@@ -258,7 +258,7 @@ def _say_run(run_: int, who: str, result: dict[str, Any], writes: int) -> None:
 
 def run(smoke: bool = False) -> list[Row]:
     writes, records, runs, timeout = (
-        (3_000, 100, 1, 60) if smoke else (100_000, 1_000, 2, 240)
+        (3_000, 100, 1, 180) if smoke else (100_000, 1_000, 2, 240)
     )
     plan, bursts = make_plan(writes, records)
     say(
