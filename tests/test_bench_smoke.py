@@ -34,7 +34,10 @@ def test_bench_smoke_runs_every_benchmark_and_prints_ratios() -> None:
         timeout=400,
     )
 
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("!!")]
+    assert proc.returncode == 0, "\n".join(
+        [*failures, proc.stdout[-3000:], proc.stderr[-3000:]]
+    )
     for name in BENCHMARKS:
         assert any(
             line.startswith(f"ratio {name}/") for line in proc.stdout.splitlines()
