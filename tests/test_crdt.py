@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leptos_sync import fields
-from leptos_sync.clock import HLCTimestamp, HybridLogicalClock, ManualClock
-from leptos_sync.crdt import Change, ChangeKind, CollectionDoc
+from leptos_sync.clock import HybridLogicalClock, ManualClock
+from leptos_sync.crdt import Change, CollectionDoc, LocalChange
 from leptos_sync.errors import (
     FieldKindError,
     IntegrityError,
@@ -31,16 +31,12 @@ class Peer:
         hlc = HybridLogicalClock(clock or ManualClock(), replica_id)
         self.doc = CollectionDoc("c", hlc, self._sink)
 
-    def _sink(
-        self,
-        update: bytes,
-        hlc: HLCTimestamp,
-        changes: dict[str, ChangeKind],
-        own: bool,
-    ) -> None:
-        self.updates.append(update)
+    def _sink(self, change: LocalChange) -> None:
+        self.updates.append(change.update)
         self.changes.append(
-            tuple(Change("c", rid, kind, "local") for rid, kind in changes.items())
+            tuple(
+                Change("c", rid, kind, "local") for rid, kind in change.records.items()
+            )
         )
 
 
@@ -180,7 +176,7 @@ def test_bad_values_raise_and_change_nothing(
     hlc = HybridLogicalClock(ManualClock(), 1)
     updates: list[bytes] = []
     doc = CollectionDoc(
-        "c", hlc, lambda u, h, c, own: updates.append(u), max_value_bytes=4096
+        "c", hlc, lambda change: updates.append(change.update), max_value_bytes=4096
     )
     doc.insert("keep", {"v": 1})
     before, version, sent = doc.to_dict(), doc.version(), len(updates)

@@ -667,3 +667,39 @@ def test_oversized_text_inserts_and_adopted_updates_are_refused_unapplied(
     with pytest.raises(InvalidValueError, match="adopt it in smaller parts"):
         coll.apply_update(bytes(other.export(ExportMode.Snapshot())))
     assert coll.get("r") == {"t": "ok"} and a.outbox_depth() == 1
+
+
+def test_a_batch_travels_as_one_operation_holding_every_change(wire: Wire) -> None:
+    """Changes of every field kind made in batches arrive whole: each batch is
+    one operation per collection, each change keeps its own metadata."""
+    rng = random.Random(11)
+    a, b = wire.replica(), wire.replica()
+    coll = a.collection("c")
+    b.collection("c")
+    coll.insert(
+        "r",
+        {"t": fields.text("seed"), "n": fields.counter(), "l": fields.list([1])},
+    )
+    wire.pump()
+    base = len(_hub_ops(wire))
+    for round_ in range(5):
+        with a.batch():
+            for step in range(200):
+                kind = rng.randrange(5)
+                text = coll.text("r", "t")
+                if kind == 0:
+                    text.insert(rng.randint(0, len(text)), rng.choice("abcdé😀"))
+                elif kind == 1 and len(text) > 1:
+                    text.delete(rng.randrange(len(text) - 1), rng.randint(1, 2))
+                elif kind == 2:
+                    coll.counter("r", "n").increment(rng.randint(-3, 3))
+                elif kind == 3:
+                    coll.update("r", {f"k{step % 7}": round_ * 1000 + step})
+                else:
+                    coll.list("r", "l").append(step)
+        wire.pump()
+    assert len(_hub_ops(wire)) == base + 5
+    assert a.collection("c").meta("r").version == 1 + 1000
+    procs.assert_changes_stored_once([op.data for op in _hub_ops(wire)])
+    converged(a, b)
+    assert not b.collection("c").has_pending()

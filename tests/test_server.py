@@ -154,17 +154,24 @@ async def test_abrupt_disconnects_leave_no_connections(tmp_path: Path) -> None:
         # for 100 concurrent connections; the next seven must not grow it.
         for _ in range(3):
             await wave()
+        def connection_state() -> set[int]:
+            names = ("_Client", "_Conn", "WebSocket")
+            return {id(o) for o in gc.get_objects() if type(o).__name__ in names}
+
         gc.collect()
-        rss_before, objects_before = process.memory_info().rss, len(gc.get_objects())
+        rss_before, state_before = process.memory_info().rss, connection_state()
         for _ in range(7):
             await wave()
         gc.collect()
-        rss_after, objects_after = process.memory_info().rss, len(gc.get_objects())
+        rss_after = process.memory_info().rss
         assert server.connection_count == 0
         assert server.hub.connection_count == 0
+        # Nothing of a vanished connection is kept: no client or hub state,
+        # no WebSocket object (a count of all objects would also see whatever
+        # else this process does meanwhile).
+        assert connection_state() <= state_before
         # A connection's state is about 30 KiB (see bench/bench_memory.py), so
-        # keeping each of 700 would add some 20 MiB and thousands of objects.
-        assert objects_after - objects_before < 500
+        # keeping each of 700 would add some 20 MiB.
         assert rss_after - rss_before < 4 * 1024 * 1024
 
         a = EndToEndSyncManager(

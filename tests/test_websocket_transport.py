@@ -95,9 +95,9 @@ async def test_large_batches_stay_under_the_frame_limit() -> None:
         )
         async with a, b:
             coll = a.collection("c")
-            with a.batch():
-                for i in range(10_000):
-                    coll.insert(f"r{i}", {"payload": "x" * 200, "i": i})
+            # Not in a batch: a batch would travel as one operation.
+            for i in range(10_000):
+                coll.insert(f"r{i}", {"payload": "x" * 200, "i": i})
             await a.wait_synced(60)
             other = b.collection("c")
             loop = asyncio.get_running_loop()

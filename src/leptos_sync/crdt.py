@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import loro as _loro
@@ -63,6 +63,7 @@ __all__ = [
     "CollectionDoc",
     "CounterHandle",
     "ListHandle",
+    "LocalChange",
     "RecordMeta",
     "TextHandle",
     "TreeHandle",
@@ -99,11 +100,38 @@ class RecordMeta:
     version: int
 
 
-#: Called after every local commit with the update bytes, the change's timestamp,
-#: the kind of change of each record it touched (itemised as :class:`Change`
-#: values only where someone listens), and whether this document's own peer made
-#: the change (``False`` for an update adopted through ``apply_update``).
-LocalChangeSink = Callable[[bytes, HLCTimestamp, dict[str, ChangeKind], bool], None]
+@dataclass(frozen=True, slots=True)
+class LocalChange:
+    """A local commit, or a deferred run of them, as the sink receives it.
+
+    Attributes:
+        update: the Loro update bytes holding the commits.
+        hlc: the timestamp of the (last) commit.
+        records: the kind of change of each record the commits touched
+            (itemised as :class:`Change` values only where someone listens).
+        own: whether this document's own peer made them (``False`` for an
+            update adopted through ``apply_update``).
+        commits: how many local commits the update holds.
+    """
+
+    update: bytes
+    hlc: HLCTimestamp
+    records: dict[str, ChangeKind]
+    own: bool = True
+    commits: int = 1
+
+
+#: Called with every local commit, or with a deferred run of them (see
+#: :meth:`CollectionDoc.defer_updates`).
+LocalChangeSink = Callable[[LocalChange], None]
+
+
+@dataclass
+class _Deferred:
+    start: int | None = None
+    hlc: HLCTimestamp | None = None
+    records: dict[str, ChangeKind] = field(default_factory=dict)
+    commits: int = 0
 
 
 def call_loro(fn: Callable[..., _T], *args: Any) -> _T:
@@ -150,7 +178,8 @@ class CollectionDoc:
         self._records = self.doc.get_map(_RECORDS)
         self._sink = on_local_change
         self._pending_update: bytes | None = None
-        self._update_sub = self.doc.subscribe_local_update(self._on_update)
+        self._update_sub: Any = self.doc.subscribe_local_update(self._on_update)
+        self._deferred: _Deferred | None = None
         self._txn_depth = 0
         self._stale = False
         # Bumped whenever records or fields may have been replaced or removed
@@ -171,10 +200,10 @@ class CollectionDoc:
 
     def __contains__(self, record_id: object) -> bool:
         try:
-            F.check_id(record_id)
+            valid = F.check_id(record_id)
         except InvalidIdError:
             return False
-        return self._record(record_id) is not None
+        return self._record(valid) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids())
@@ -329,10 +358,46 @@ class CollectionDoc:
                 f"the update is {len(data)} bytes; one operation holds at most "
                 f"{self.max_update_bytes} (adopt it in smaller parts)"
             )
+        deferring = self._deferred is not None
+        if deferring:
+            # Keep the operations in the order the changes were made.
+            self.end_deferral()
         imported = self.import_updates([data])
         changes: dict[str, ChangeKind] = {c.record_id: c.kind for c in imported}
         if self._sink is not None:
-            self._sink(data, self.hlc.now(), changes, False)
+            self._sink(LocalChange(data, self.hlc.now(), changes, own=False))
+        if deferring:
+            self.defer_updates()
+
+    def defer_updates(self) -> None:
+        """Hand local commits to the sink as one update when :meth:`end_deferral`
+        is called, not one by one.
+
+        Each commit stays its own Loro change with its own metadata; only the
+        export of update bytes (and so the outbox entry) is shared, which is
+        what a batch of changes committed to the store together needs.
+        """
+        if self._deferred is None:
+            self._update_sub.unsubscribe()
+            self._deferred = _Deferred()
+
+    def end_deferral(self) -> None:
+        """Hand the commits made since :meth:`defer_updates` to the sink, as one
+        update of this document's history, and go back to one by one."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        self._update_sub = self.doc.subscribe_local_update(self._on_update)
+        if deferred.start is None or deferred.hlc is None:
+            return
+        end = self._own_end()
+        if end > deferred.start and self._sink is not None:
+            update = self._export_own(deferred.start, end)
+            self._sink(
+                LocalChange(
+                    update, deferred.hlc, deferred.records, commits=deferred.commits
+                )
+            )
 
     # Remote changes and state transfer --------------------------------------
 
@@ -568,6 +633,21 @@ class CollectionDoc:
         hlc = self._txn_hlc
         self._txn_changes = {}
         self._txn_hlc = None
+        deferred = self._deferred
+        if deferred is not None:
+            if hlc is not None and deferred.start is None:
+                # The open transaction's operations already count in the
+                # version vector: the run starts before them.
+                deferred.start = self._own_end() - self.doc.get_pending_txn_len()
+            self.doc.commit()
+            if hlc is not None:
+                deferred.hlc = hlc
+                deferred.commits += 1
+                records = deferred.records
+                for record_id, kind in changes.items():
+                    if records.get(record_id) != "insert" or kind == "delete":
+                        records[record_id] = kind
+            return
         self._pending_update = None
         self.doc.commit()
         update = self._pending_update
@@ -575,7 +655,12 @@ class CollectionDoc:
         if update is None or hlc is None:
             return
         if self._sink is not None:
-            self._sink(update, hlc, changes, True)
+            self._sink(LocalChange(update, hlc, changes))
+
+    def _own_end(self) -> int:
+        """Where this document's own history ends (its next operation counter)."""
+        last = self.doc.oplog_vv.get_last(self.doc.peer_id)
+        return 0 if last is None else int(last) + 1
 
     def _on_update(self, update: bytes) -> bool:
         self._pending_update = bytes(update)
@@ -686,16 +771,16 @@ class _FieldHandle:
         self._epoch = -1
         self._found: tuple[LoroMap, Any, LoroCounter | None] | None = None
 
-    def _container(self, *, create: bool) -> Any:
-        # Looked up on every call: a remote delete can remove the record (and
-        # Loro refuses edits to a removed container) between two calls.
+    def _container(self) -> Any:
+        """The field's container for reading, or ``None`` if the field is absent.
+
+        Looked up on every call: a remote delete can remove the record between
+        two calls. (Edits find, or create, the container in :class:`_Edit`.)
+        """
         record = self.collection._require(self.record_id)
         box = record.get(self.field_name)
         if box is None:
-            if not create:
-                return None
-            with self.collection.transaction():
-                return record.insert_container(self.field_name, self._container_type())
+            return None
         container = box.container if _is_container(box) else None
         if not isinstance(container, self._container_type):
             raise FieldKindError(
@@ -784,7 +869,7 @@ class CounterHandle(_FieldHandle):
 
     @property
     def value(self) -> int | float:
-        container = self._container(create=False)
+        container = self._container()
         return 0 if container is None else _plain(container.value)
 
     def increment(self, amount: int | float = 1) -> None:
@@ -805,11 +890,11 @@ class TextHandle(_FieldHandle):
     _kind = F.FieldKind.TEXT
 
     def __str__(self) -> str:
-        container = self._container(create=False)
+        container = self._container()
         return "" if container is None else str(container.to_string())
 
     def __len__(self) -> int:
-        container = self._container(create=False)
+        container = self._container()
         return 0 if container is None else int(container.len_unicode)
 
     def insert(self, pos: int, content: str) -> None:
@@ -849,7 +934,7 @@ class ListHandle(_FieldHandle):
     _kind = F.FieldKind.LIST
 
     def to_list(self) -> list[Any]:
-        container = self._container(create=False)
+        container = self._container()
         return [] if container is None else list(container.get_deep_value())
 
     def __len__(self) -> int:
@@ -915,21 +1000,21 @@ class TreeHandle(_FieldHandle):
                 node_meta.insert(key, _to_loro(value))
 
     def parent(self, node: str) -> str | None:
-        box = self._container(create=False)
+        box = self._container()
         if box is None:
             raise InvalidValueError(f"no tree node {node}")
         parent = call_loro(box.parent, _tree_id(node))
         return None if parent is None else _tree_str(parent)
 
     def children(self, node: str | None = None) -> list[str]:
-        box = self._container(create=False)
+        box = self._container()
         if box is None:
             return []
         kids = box.children(_tree_id(node) if node else None) or []
         return [_tree_str(kid) for kid in kids]
 
     def to_list(self) -> list[dict[str, Any]]:
-        box = self._container(create=False)
+        box = self._container()
         if box is None:
             return []
         return [_plain_node(n) for n in box.get_value_with_meta()]

@@ -235,8 +235,12 @@ class EndToEndSyncManager:
         return coll
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Group many changes into one store commit (each stays its own operation)."""
-        return self.replica.storage.batch()
+        """Commit many changes to the store together (see :meth:`Replica.batch`).
+
+        Each change stays its own transaction with its own metadata; each
+        collection's changes in the block travel as one operation.
+        """
+        return self.replica.batch()
 
     def on_change(self, listener: Callable[[list[Change]], None]) -> Callable[[], None]:
         """Call ``listener`` with every batch of local and remote record changes."""

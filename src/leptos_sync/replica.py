@@ -23,13 +23,14 @@ one transaction; acknowledgements delete outbox entries with the cursor.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
-from .crdt import Change, ChangeKind, CollectionDoc
+from .crdt import Change, CollectionDoc, LocalChange
 from .e2e import OpCipher, is_encrypted
 from .errors import (
     ClosedError,
@@ -152,6 +153,7 @@ class Replica:
         # Counters of local operations adopted from another document
         # (apply_update): their updates are not this replica's own history.
         self._adopted: set[int] = set()
+        self._batch_depth = 0
         self._skewed: set[int] = set()
         self._merged = 0
         for item in self.quarantined:
@@ -189,6 +191,8 @@ class Replica:
             functools.partial(self._local, name),
         )
         coll.max_update_bytes = self._op_limit
+        if self._batch_depth:
+            coll.defer_updates()
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
         cursor = 0
@@ -258,28 +262,58 @@ class Replica:
 
     # Local changes -----------------------------------------------------------
 
-    def _local(
-        self,
-        name: str,
-        update: bytes,
-        hlc: HLCTimestamp,
-        changes: dict[str, ChangeKind],
-        own: bool = True,
-    ) -> None:
-        if len(update) > self._op_limit and own:
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit the changes made inside the block to the store together.
+
+        Each change stays its own local transaction with its own metadata; the
+        store commits once at the end, and each collection's changes become one
+        outbox operation (one Loro update for the batch's range of history),
+        so a burst of edits costs little more than the edits themselves. The
+        changes are durable when the block ends, and change events for them
+        arrive then. If the block raises, what it changed is still stored and
+        synced (Loro has no rollback), and the exception goes on.
+        """
+        self._batch_depth += 1
+        outer = self._batch_depth == 1
+        failure: BaseException | None = None
+        with self.storage.batch():
+            if outer:
+                for coll in self._collections.values():
+                    coll.defer_updates()
+            try:
+                yield
+            except BaseException as exc:
+                failure = exc
+            finally:
+                self._batch_depth -= 1
+                if outer:
+                    for coll in self._collections.values():
+                        coll.end_deferral()
+        if failure is not None:
+            raise failure
+
+    def _local(self, name: str, change: LocalChange) -> None:
+        update, hlc = change.update, change.hlc
+        self._local_ops += change.commits
+        self._merged += change.commits - 1
+        if len(update) > self._op_limit and change.own:
             # Too large for one operation: consecutive parts, each its own.
             parts = self._collections[name].split_local_update(update, self._op_limit)
             for index, part in enumerate(parts):
                 self._append_local(name, part, hlc if index == 0 else self.hlc.now())
         else:
             self._append_local(name, update, hlc)
-            if not own:
+            if not change.own:
                 self._adopted.add(self._counter)
         if self.on_local_op is not None:
             self.on_local_op()
-        if self.on_change is not None and changes:
+        if self.on_change is not None and change.records:
             self.on_change(
-                [Change(name, rid, kind, "local") for rid, kind in changes.items()]
+                [
+                    Change(name, rid, kind, "local")
+                    for rid, kind in change.records.items()
+                ]
             )
 
     def _append_local(self, name: str, update: bytes, hlc: HLCTimestamp) -> None:
@@ -287,7 +321,6 @@ class Replica:
         counter = self._counter
         packed = hlc.pack()
         self.storage.append_local(name, counter, packed, update)
-        self._local_ops += 1
         self._bump_log(name, 1)
         self._run(self.session.local_op(name, Op(counter, packed, update)))
 
