@@ -703,3 +703,22 @@ def test_a_batch_travels_as_one_operation_holding_every_change(wire: Wire) -> No
     procs.assert_changes_stored_once([op.data for op in _hub_ops(wire)])
     converged(a, b)
     assert not b.collection("c").has_pending()
+
+
+def test_regression_a_batch_that_raises_still_stores_its_changes(
+    tmp_path: Path,
+) -> None:
+    """Loro has no rollback: what a failing batch changed is stored and synced
+    like any change, and the exception goes on (the batch's outbox rows used
+    to be rolled back while the document kept the changes)."""
+    path = tmp_path / "a.sqlite3"
+    a = Replica(Storage.sqlite(path))
+    with pytest.raises(RuntimeError, match="boom"), a.batch():
+        a.collection("c").insert("kept", {"v": 1})
+        raise RuntimeError("boom")
+    assert a.storage.outbox_depth() == 1 and a.outbox_depth() == 1
+    a.close()
+    again = Replica(Storage.sqlite(path))
+    assert again.collection("c").get("kept") == {"v": 1}
+    assert again.outbox_depth() == 1
+    again.close()
