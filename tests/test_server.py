@@ -154,6 +154,7 @@ async def test_abrupt_disconnects_leave_no_connections(tmp_path: Path) -> None:
         # for 100 concurrent connections; the next seven must not grow it.
         for _ in range(3):
             await wave()
+
         def connection_state() -> set[int]:
             names = ("_Client", "_Conn", "WebSocket")
             return {id(o) for o in gc.get_objects() if type(o).__name__ in names}
