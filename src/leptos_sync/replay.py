@@ -11,7 +11,8 @@ operation), and readers that receive everything through the server. After the
 last patch the writer inserts the record ``end``: the writer's changes form one
 causal chain, so a replica holding ``end`` holds every patch.
 
-*Concurrent* traces have one replica per agent. Before each of its transactions an
+*Concurrent* traces have one replica per agent that the transactions name (at
+most :data:`MAX_REPLICAS`). Before each of its transactions an
 agent must hold exactly the state the transaction's ``parents`` name, no more and
 no less, or the recorded positions would point at the wrong places. Each agent
 therefore edits its own Loro document: it imports, oldest first, the ancestors it
@@ -19,7 +20,14 @@ still lacks (received from the server through the manager's operation tap), then
 applies the transaction and hands the resulting update to the manager as one
 local operation. The manager's collection receives everything and converges.
 
-Every replica finally checks its text against the trace's ``endContent``.
+Every replica finally checks its text against the trace's ``endContent``, once:
+as soon as it holds every change (the writer has written them all, a reader holds
+the ``end`` record, an agent's cursor has passed every transaction) its text is
+final, and waiting longer could not change the verdict.
+
+A replica that fails (a patch that does not apply, a change that never arrives,
+a lost connection) stops the whole replay at once: the other replicas and the
+local server are stopped, and :class:`ReplayError` names the replica and says why.
 
 The replay is timed from the moment every replica has loaded the trace, opened
 its store, connected and received the seed record: they are released together,
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -47,15 +56,22 @@ from typing import Any
 
 from . import fields
 from .config import SyncConfig
-from .crdt import LoroDoc
-from .errors import SyncError
+from .crdt import LoroDoc, call_loro
+from .errors import IntegrityError, SyncError
 from .manager import EndToEndSyncManager
 from .protocol import RemoteOp
 from .storage import Storage
 from .traces import Trace, load_trace
 from .transport import Transport
 
-__all__ = ["ReplayError", "ReplayResult", "ReplaySummary", "replay"]
+__all__ = [
+    "MAX_REPLICAS",
+    "ReplayError",
+    "ReplayResult",
+    "ReplaySummary",
+    "replay",
+    "replica_roles",
+]
 
 RECORD = "doc"
 END = "end"
@@ -63,9 +79,14 @@ FIELD = "body"
 Report = Callable[[int, str, Any], None]
 Start = Callable[[], Awaitable[None]]
 
+#: The most replicas one replay runs. Each is a process with its own SQLite
+#: store and connection; a trace naming more agents than this is refused
+#: rather than left to exhaust the machine.
+MAX_REPLICAS = 64
+
 
 class ReplayError(SyncError):
-    """The replay could not run, or a replica did not converge."""
+    """The replay could not run, or a replica failed (and the replay stopped)."""
 
 
 @dataclass
@@ -122,7 +143,8 @@ class _Plan:
     trace_path: str
     url: str
     collection: str
-    agent_replicas: tuple[int, ...]
+    #: (agent, replica id) of every agent's replica (concurrent traces).
+    agent_replicas: tuple[tuple[int, int], ...]
     timeout: float
     seed: str
 
@@ -167,36 +189,17 @@ async def _run_replica(plan: _Plan, report: Report, start: Start) -> ReplayResul
         elif plan.role == "agent":
             await _write_agent(manager, trace, plan, result, report, inbox)
         await manager.wait_synced(plan.timeout)
-        with contextlib.suppress(ReplayError):
-            if plan.role == "agent":
-                # Every transaction is one operation (adopted updates are never
-                # merged), after the seed's: wait until the cursor has passed
-                # them all, then read the text (reading brings the document
-                # state up to date, so it is done once, not while waiting).
-                session = manager.replica.session
-                total = 1 + len(trace.txns)
-                await _until(
-                    lambda: session.cursor(plan.collection) >= total,
-                    plan.timeout,
-                    "lagging",
-                )
-            else:
-                await _until(lambda: END in coll, plan.timeout, "lagging")
-        text = coll.text(RECORD, FIELD)
-        try:
-            await _until(
-                lambda: (
-                    len(text) == len(trace.end_content)
-                    and str(text) == trace.end_content
-                ),
-                plan.timeout,
-                "did not converge",
-            )
-            result.converged = True
-        except ReplayError as exc:
-            result.detail = (
-                f"{exc}: {len(text)} characters, expected {len(trace.end_content)}"
-            )
+
+        # Once the replica holds every change its text is final: compare it
+        # once. (Reading the text brings the document up to date, so it is not
+        # read while waiting.)
+        await _until(
+            _holds_everything(manager, plan, trace),
+            plan.timeout,
+            "did not receive every change",
+        )
+        result.detail = _difference(str(coll.text(RECORD, FIELD)), trace.end_content)
+        result.converged = not result.detail
         stats = manager.replica.statistics()
         result.remote_ops = stats.remote_ops_applied
         result.local_ops = stats.local_ops
@@ -204,12 +207,54 @@ async def _run_replica(plan: _Plan, report: Report, start: Start) -> ReplayResul
         result.bytes_sent = stats.bytes_sent
         result.bytes_received = stats.bytes_received
     except (SyncError, OSError, TimeoutError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = _describe(exc)
     finally:
         await manager.stop()
         result.seconds = time.perf_counter() - started
         result.cpu_seconds = time.process_time() - cpu_started
     return result
+
+
+def _holds_everything(
+    manager: EndToEndSyncManager, plan: _Plan, trace: Trace
+) -> Callable[[], bool]:
+    """Whether the replica holds every change of the replay, as a condition."""
+    if plan.role != "agent":
+        # The writer's changes form one causal chain ending with ``end``.
+        coll = manager.collection(plan.collection)
+        return lambda: END in coll
+    # Every transaction is one operation (adopted updates are never merged),
+    # after the seed's: the cursor passes them all.
+    session = manager.replica.session
+    total = 1 + len(trace.txns)
+    return lambda: session.cursor(plan.collection) >= total
+
+
+def _difference(text: str, expected: str) -> str:
+    """Where ``text`` departs from ``expected``; empty when they are equal."""
+    if text == expected:
+        return ""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b),
+        min(len(text), len(expected)),
+    )
+    return (
+        f"differs from endContent at character {at}: "
+        f"{len(text)} characters, expected {len(expected)}"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a replica's error (the replay's own errors need no type)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ReplayError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _patch(pos: int, deleted: int, inserted: str) -> str:
+    shown = inserted if len(inserted) <= 20 else inserted[:20] + "..."
+    return f"[{pos}, {deleted}, {shown!r}]"
 
 
 async def _write_sequential(
@@ -222,12 +267,23 @@ async def _write_sequential(
     text = manager.collection(plan.collection).text(RECORD, FIELD)
     done = 0
     chunk = 2000
-    patches = [p for txn in trace.txns for p in txn.patches]
+    patches = [
+        (index, pos, deleted, inserted)
+        for index, txn in enumerate(trace.txns)
+        for pos, deleted, inserted in txn.patches
+    ]
     for start in range(0, len(patches), chunk):
-        # One store commit per chunk; every patch is still its own operation.
+        # One store commit and one operation per chunk; every patch is still
+        # its own local transaction with its own metadata.
         with manager.batch():
-            for pos, deleted, inserted in patches[start : start + chunk]:
-                text.splice(pos, deleted, inserted)
+            for index, pos, deleted, inserted in patches[start : start + chunk]:
+                try:
+                    text.splice(pos, deleted, inserted)
+                except SyncError as exc:
+                    raise ReplayError(
+                        f"txns[{index}] patch {_patch(pos, deleted, inserted)} "
+                        f"does not apply: {exc}"
+                    ) from exc
         done += len(patches[start : start + chunk])
         report(plan.index, "progress", done)
         await asyncio.sleep(0)
@@ -252,6 +308,7 @@ async def _write_agent(
         order = per_agent.setdefault(txn.agent, [])
         position[index] = len(order) + 1
         order.append(index)
+    replica_of = dict(plan.agent_replicas)
     arrived = inbox.arrived
     wake = inbox.wake
 
@@ -261,7 +318,7 @@ async def _write_agent(
     work.peer_id = (manager.replica.replica_id ^ 0x5A5A5A5A5A5A5A5A) & (
         (1 << 63) - 1
     ) | 1
-    work.import_(await asyncio.to_thread(Path(plan.seed).read_bytes))
+    call_loro(work.import_, await asyncio.to_thread(Path(plan.seed).read_bytes))
     updates: list[bytes] = []
 
     def keep(update: bytes) -> bool:
@@ -278,9 +335,7 @@ async def _write_agent(
         txn = trace.txns[index]
         missing = _missing_ancestors(trace, index, have)
         if missing:
-            keys = [
-                (plan.agent_replicas[trace.txns[m].agent], position[m]) for m in missing
-            ]
+            keys = [(replica_of[trace.txns[m].agent], position[m]) for m in missing]
             for key, txn_index in zip(keys, missing, strict=True):
                 while key not in arrived:
                     wake.clear()
@@ -288,17 +343,27 @@ async def _write_agent(
                         await asyncio.wait_for(wake.wait(), plan.timeout)
                     except TimeoutError:
                         raise ReplayError(
-                            f"agent {plan.agent}: transaction {txn_index} never arrived"
+                            f"txns[{txn_index}], which txns[{index}] follows, never "
+                            f"arrived within {plan.timeout:g} s"
                         ) from None
             # One import for all of them: Loro's cost is mostly per import.
-            work.import_batch([arrived.pop(key) for key in keys])
+            call_loro(work.import_batch, [arrived.pop(key) for key in keys])
             have.update(missing)
         for pos, deleted, inserted in txn.patches:
-            if deleted:
-                body.delete(pos, deleted)
-            if inserted:
-                body.insert(pos, inserted)
-        work.commit()
+            # Loro refuses a position outside the text with a bare
+            # BaseException; call_loro makes it an IntegrityError.
+            try:
+                if deleted:
+                    call_loro(body.delete, pos, deleted)
+                if inserted:
+                    call_loro(body.insert, pos, inserted)
+            except IntegrityError as exc:
+                raise ReplayError(
+                    f"txns[{index}] patch "
+                    f"{_patch(pos, deleted, inserted)} is outside the text of "
+                    f"length {body.len_unicode} that its parents give"
+                ) from exc
+        call_loro(work.commit)
         if not updates:
             raise ReplayError(f"transaction {index} changes nothing; cannot replay it")
         coll.apply_update(updates.pop())
@@ -363,9 +428,7 @@ def _process_main(plan: _Plan, results: Any, go: Any) -> None:
     try:
         result = asyncio.run(_run_replica(plan, report, start))
     except BaseException as exc:  # the parent must always hear back
-        result = ReplayResult(
-            plan.index, plan.role, error=f"{type(exc).__name__}: {exc}"
-        )
+        result = ReplayResult(plan.index, plan.role, error=_describe(exc))
     results.put((plan.index, "done", result))
 
 
@@ -407,13 +470,31 @@ def _local_server(workdir: Path) -> Any:
             proc.wait()
 
 
-async def _seed(url: str, workdir: Path, collection: str, trace: Trace) -> Path:
-    """Create the trace's record through the server; returns its snapshot file."""
+async def _seed(
+    url: str, workdir: Path, collection: str, trace: Trace, timeout: float
+) -> Path:
+    """Create the trace's record through the server; returns its snapshot file.
+
+    This is the first contact with the server: a server that cannot be reached
+    is reported here, with the connection's error.
+    """
     store = Storage.sqlite(workdir / "seed.sqlite3")
     async with EndToEndSyncManager(store, Transport.websocket(url), _config()) as seed:
         coll = seed.collection(collection)
         coll.insert(RECORD, {FIELD: fields.text(trace.start_content)})
-        await seed.wait_synced(30)
+        try:
+            await seed.wait_synced(timeout)
+        except TimeoutError:
+            status = seed.status()
+            if status.online:
+                raise ReplayError(
+                    f"the server at {url} did not acknowledge the trace's record "
+                    f"within {timeout:g} s"
+                ) from None
+            reason = f": {status.last_error}" if status.last_error else ""
+            raise ReplayError(
+                f"could not reach the server at {url} within {timeout:g} s{reason}"
+            ) from None
         path = workdir / "seed.loro"
         path.write_bytes(coll.export_snapshot())
     return path
@@ -426,6 +507,30 @@ def _replica_ids(paths: list[Path]) -> list[int]:
         ids.append(store.replica_id())
         store.close()
     return ids
+
+
+def replica_roles(trace: Trace, replicas: int | None = None) -> list[tuple[str, int]]:
+    """The replicas a replay of ``trace`` runs, as ``(role, agent)`` pairs.
+
+    A sequential trace gets one writer and ``replicas - 1`` readers (``replicas``
+    defaults to 2); a concurrent trace gets one agent per agent that its
+    transactions name, whatever ``replicas`` says.
+
+    Raises:
+        ReplayError: more than :data:`MAX_REPLICAS` replicas, or fewer than one.
+    """
+    if trace.concurrent:
+        agents = trace.agents or (0,)
+        if len(agents) > MAX_REPLICAS:
+            raise ReplayError(
+                f"the trace's transactions name {len(agents)} agents; a replay runs "
+                f"one replica process per agent, at most {MAX_REPLICAS}"
+            )
+        return [("agent", agent) for agent in agents]
+    count = 2 if replicas is None else replicas
+    if not 1 <= count <= MAX_REPLICAS:
+        raise ReplayError(f"replicas must be between 1 and {MAX_REPLICAS}, not {count}")
+    return [("writer", 0)] + [("reader", 0)] * (count - 1)
 
 
 def replay(
@@ -449,8 +554,21 @@ def replay(
         processes: run each replica in its own process (else all in this one).
         timeout: seconds any one wait may take before the replay fails.
         on_progress: called with (operations applied, total) as writers progress.
+
+    Raises:
+        TraceError: the trace cannot be read or is malformed.
+        ReplayError: the replay could not run, or a replica failed (the others
+            are stopped at once); a replica whose text differs from endContent
+            is not an error but a summary that has not converged.
     """
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
+    ):
+        raise ReplayError(
+            f"timeout must be a positive number of seconds, not {timeout!r}"
+        )
     trace = load_trace(trace_path)
+    roles = replica_roles(trace, replicas)
     own_dir = workdir is None
     if workdir is None:
         base = Path(tempfile.mkdtemp(prefix="leptos-sync-"))
@@ -466,7 +584,7 @@ def replay(
                 trace,
                 Path(trace_path),
                 url,
-                replicas,
+                roles,
                 processes,
                 timeout,
                 on_progress,
@@ -484,25 +602,22 @@ def _replay(
     trace: Trace,
     trace_path: Path,
     url: str,
-    replicas: int | None,
+    roles: list[tuple[str, int]],
     processes: bool,
     timeout: float,
     on_progress: Callable[[int, int], None] | None,
     base: Path,
 ) -> ReplaySummary:
     collection = f"trace-{trace.name}-{secrets.token_hex(4)}"
-    seed = asyncio.run(_seed(url, base, collection, trace))
+    seed = asyncio.run(_seed(url, base, collection, trace, timeout))
 
-    if trace.concurrent:
-        roles = [("agent", a) for a in range(trace.num_agents)]
-    else:
-        count = 2 if replicas is None else replicas
-        if count < 1:
-            raise ReplayError("--replicas must be at least 1")
-        roles = [("writer", 0)] + [("reader", 0)] * (count - 1)
     stores = [base / f"replica-{i}.sqlite3" for i in range(len(roles))]
     ids = _replica_ids(stores)
-    agent_ids = tuple(ids) if trace.concurrent else ()
+    agent_ids = tuple(
+        (agent, replica_id)
+        for (role, agent), replica_id in zip(roles, ids, strict=True)
+        if role == "agent"
+    )
     plans = [
         _Plan(
             i,
@@ -538,11 +653,7 @@ def _replay(
 
 
 class _StartLine:
-    """Releases the replicas together once every one is ready.
-
-    A replica that finishes before the start (it failed during set-up) releases
-    the others at once, so that they do not wait out their timeout.
-    """
+    """Releases the replicas together once every one is ready."""
 
     def __init__(self, count: int, release: Callable[[], None]) -> None:
         self.waiting = set(range(count))
@@ -551,17 +662,19 @@ class _StartLine:
 
     def ready(self, index: int) -> None:
         self.waiting.discard(index)
-        if not self.waiting:
-            self.go()
-
-    def go(self) -> None:
-        if self.started is None:
+        if not self.waiting and self.started is None:
             self.started = time.perf_counter()
             self.release()
 
     @property
     def started_at(self) -> float:
         return self.started if self.started is not None else time.perf_counter()
+
+
+def _failure(plan: _Plan, result: ReplayResult) -> ReplayError:
+    """The error that stops the replay when ``plan``'s replica failed."""
+    who = f"agent {plan.agent}" if plan.role == "agent" else plan.role
+    return ReplayError(f"replica {plan.index} ({who}) failed: {result.error}")
 
 
 def _run_processes(
@@ -578,42 +691,71 @@ def _run_processes(
     for proc in procs:
         proc.start()
     finished: dict[int, ReplayResult] = {}
-    deadline = time.monotonic() + timeout * 2
+    exited: dict[int, float] = {}
+    # Every wait of a replica ends within the timeout, and a replica waits at
+    # most twice in a row without a word (synced, then holding every change);
+    # the replicas silent for longer than that are stuck. This is a safety
+    # net, not the replay's timing.
+    silence = timeout * 3 + 10
+    heard = time.monotonic()
+    clean = False
     try:
         while len(finished) < len(plans):
-            try:
-                index, kind, value = results_q.get(timeout=0.2)
-            except queue_mod.Empty:
-                if time.monotonic() > deadline:
-                    raise ReplayError("replicas did not finish in time") from None
+            message = _next_message(results_q)
+            if message is None:
+                now = time.monotonic()
+                if now - heard > silence:
+                    stuck = [p.index for p in plans if p.index not in finished]
+                    raise ReplayError(
+                        f"replicas {stuck} were silent for {silence:g} s; "
+                        "the replay was stopped"
+                    )
                 for plan, proc in zip(plans, procs, strict=True):
-                    if not proc.is_alive() and plan.index not in finished:
-                        # Give the queue a moment: the result may be in flight.
-                        with contextlib.suppress(queue_mod.Empty):
-                            index, kind, value = results_q.get(timeout=1.0)
-                            if kind == "done":
-                                finished[index] = value
-                            continue
-                        finished[plan.index] = ReplayResult(
-                            plan.index,
-                            plan.role,
-                            error=f"process exited with code {proc.exitcode}",
-                        )
-                        line.go()
+                    if plan.index in finished or proc.is_alive():
+                        continue
+                    # Its result may still be on its way through the queue.
+                    if now - exited.setdefault(plan.index, now) > 1.0:
+                        error = f"its process exited with code {proc.exitcode}"
+                        lost = ReplayResult(plan.index, plan.role, error=error)
+                        raise _failure(plan, lost)
                 continue
+            index, kind, value = message
+            heard = time.monotonic()
             if kind == "done":
                 finished[index] = value
-                line.go()
+                if value.error is not None:
+                    raise _failure(plans[index], value)
             elif kind == "ready":
                 line.ready(index)
             else:
                 note(index, kind, value)
+        clean = True
     finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
+        _stop_processes(procs, clean)
+        results_q.close()
     return [finished[p.index] for p in plans], line.started_at
+
+
+def _next_message(results: Any) -> tuple[int, str, Any] | None:
+    """The next message from a replica, or ``None`` after a short wait."""
+    try:
+        message: tuple[int, str, Any] = results.get(timeout=0.2)
+    except queue_mod.Empty:
+        return None
+    return message
+
+
+def _stop_processes(procs: list[Any], clean: bool) -> None:
+    """Let finished replicas exit; stop the others at once (SIGTERM, then kill)."""
+    if not clean:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 async def _run_tasks(
@@ -634,14 +776,18 @@ async def _run_tasks(
         except TimeoutError:
             raise ReplayError("the other replicas never became ready") from None
 
-    async def one(plan: _Plan) -> ReplayResult:
-        try:
-            return await _run_replica(plan, on_note, start)
-        finally:
-            line.go()
-
-    results = list(await asyncio.gather(*(one(p) for p in plans)))
-    return results, line.started_at
+    tasks = [asyncio.create_task(_run_replica(p, on_note, start)) for p in plans]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            result = await next_done
+            if result.error is not None:
+                raise _failure(plans[result.index], result)
+    finally:
+        # After a failure the others are cancelled; their managers still stop.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [task.result() for task in tasks], line.started_at
 
 
 def _usage(pid: int) -> tuple[float | None, int | None]:

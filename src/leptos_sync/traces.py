@@ -2,10 +2,13 @@
 
 Two formats exist. *Sequential*: ``startContent``, ``endContent`` and ``txns``, each
 a list of ``[position, deleted, inserted]`` patches applied in order by one
-writer. *Concurrent*: ``kind == "concurrent"``, ``numAgents``, ``endContent`` and
-``txns`` that also name their ``agent`` and causal ``parents``; a transaction's
-positions refer to the document obtained by merging its parents' states.
-Positions count Unicode code points.
+writer (``kind`` is absent or ``"sequential"``). *Concurrent*: ``kind ==
+"concurrent"``, ``numAgents``, ``endContent`` and ``txns`` that also name their
+``agent`` and causal ``parents``; a transaction's positions refer to the document
+obtained by merging its parents' states. Positions count Unicode code points.
+
+Numbers are JSON integers: ``true`` and ``false`` are refused where a position,
+a count, an agent or a parent is expected (Python would take them for 1 and 0).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import UsageError
 
@@ -44,6 +47,15 @@ class Trace:
     @property
     def patch_count(self) -> int:
         return sum(len(t.patches) for t in self.txns)
+
+    @property
+    def agents(self) -> tuple[int, ...]:
+        """The agents that transactions name, in increasing order.
+
+        ``numAgents`` is only an upper bound: a trace may declare more agents
+        than ever write.
+        """
+        return tuple(sorted({t.agent for t in self.txns}))
 
     def agent_txns(self, agent: int) -> list[int]:
         """Indexes of the agent's transactions, in its (total) order."""
@@ -78,7 +90,13 @@ def load_trace(path: str | Path) -> Trace:
         raise TraceError(f"{path} is not a (gzipped) JSON trace: {exc}") from exc
     if not isinstance(data, dict) or "txns" not in data or "endContent" not in data:
         raise TraceError(f"{path}: expected an object with 'txns' and 'endContent'")
-    concurrent = data.get("kind") == "concurrent"
+    kind = data.get("kind")
+    if kind not in _KINDS:
+        raise TraceError(
+            f"{path}: unknown kind {kind!r}; expected 'concurrent', or 'sequential' "
+            "(or no kind) for a sequential trace"
+        )
+    concurrent = kind == "concurrent"
     end = _str(data.get("endContent"), path, "endContent")
     start = (
         "" if concurrent else _str(data.get("startContent", ""), path, "startContent")
@@ -86,7 +104,7 @@ def load_trace(path: str | Path) -> Trace:
     agents = 1
     if concurrent:
         declared = data.get("numAgents")
-        if not isinstance(declared, int) or declared < 1:
+        if not _is_int(declared) or declared < 1:
             raise TraceError(f"{path}: numAgents must be a positive integer")
         agents = declared
     txns_raw = data["txns"]
@@ -97,6 +115,14 @@ def load_trace(path: str | Path) -> Trace:
     )
     name = path.name.split(".")[0]
     return Trace(name, concurrent, start, end, agents, txns)
+
+
+_KINDS = (None, "sequential", "concurrent")
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a JSON integer (a bool is an int in Python: not here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _str(value: Any, path: Path, field: str) -> str:
@@ -114,23 +140,28 @@ def _txn(entry: Any, index: int, path: Path, concurrent: bool, agents: int) -> T
         if (
             not isinstance(patch, list)
             or len(patch) != 3
-            or not isinstance(patch[0], int)
-            or not isinstance(patch[1], int)
+            or not _is_int(patch[0])
+            or not _is_int(patch[1])
             or not isinstance(patch[2], str)
             or patch[0] < 0
             or patch[1] < 0
         ):
-            raise TraceError(f"{where}: a patch is [position, deleted, inserted]")
+            shown = repr(patch)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise TraceError(
+                f"{where}: a patch is [position, deleted, inserted] (two "
+                f"non-negative integers and a string), not {shown}"
+            )
         patches.append((patch[0], patch[1], patch[2]))
     agent, parents = 0, ()
     if concurrent:
         declared = entry.get("agent")
-        if not isinstance(declared, int) or not 0 <= declared < agents:
+        if not _is_int(declared) or not 0 <= declared < agents:
             raise TraceError(f"{where}: agent must be in 0..{agents - 1}")
         agent = declared
         raw_parents = entry.get("parents")
         if not isinstance(raw_parents, list) or not all(
-            isinstance(p, int) and 0 <= p < index for p in raw_parents
+            _is_int(p) and 0 <= p < index for p in raw_parents
         ):
             raise TraceError(f"{where}: parents must be indexes of earlier txns")
         parents = tuple(raw_parents)
