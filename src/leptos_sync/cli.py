@@ -1,7 +1,12 @@
 """The ``leptos-sync`` command: serve, demo, replay, inspect, status.
 
 Every command reports failure as one line on stderr and a non-zero exit status
-(1 for a failed run, 2 for bad usage), never as a traceback.
+(1 for a failed run, 2 for bad usage, 130 after Ctrl-C, 143 after SIGTERM), never
+as a traceback.
+
+SIGTERM is handled like Ctrl-C: it interrupts the command where it is, so that
+every cleanup runs (a replay stops its replica processes and its local server
+and removes its temporary directory).
 """
 
 from __future__ import annotations
@@ -10,28 +15,65 @@ import contextlib
 import functools
 import json
 import logging
+import math
+import signal
+import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
-from .errors import SyncError
+from .auth import MAX_TOKEN_LIFETIME
+from .errors import ConfigError, SyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interruption so that cleanups run as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM must not cut the cleanup of the first short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while a command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 def _clean_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_interrupts():
+                return fn(*args, **kwargs)
         except click.ClickException:
             raise
         except (SyncError, OSError, ValueError) as exc:
-            click.echo(f"leptos-sync: error: {exc}", err=True)
+            click.echo(f"leptos-sync: error: {_one_line(exc)}", err=True)
             sys.exit(1)
+        except _Terminated:
+            click.echo("leptos-sync: terminated", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("leptos-sync: interrupted", err=True)
             sys.exit(130)
@@ -39,7 +81,75 @@ def _clean_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group()
+def _seconds(
+    longest: float, *, zero_means: str | None = None
+) -> Callable[[click.Context, click.Parameter, float], float]:
+    """An option callback: a finite number of seconds, positive and at most
+    ``longest`` (0 is accepted too when ``zero_means`` says what it means)."""
+
+    def check(ctx: click.Context, param: click.Parameter, seconds: float) -> float:
+        if seconds == 0 and zero_means is not None:
+            return seconds
+        if not math.isfinite(seconds) or seconds <= 0:
+            wanted = "a positive number of seconds"
+            if zero_means is not None:
+                wanted += f" (or 0: {zero_means})"
+            raise click.BadParameter(f"must be {wanted}, not {seconds:g}")
+        if seconds > longest:
+            raise click.BadParameter(
+                f"must be at most {longest:,.0f} seconds, not {seconds:g}"
+            )
+        return seconds
+
+    return check
+
+
+#: The longest single wait of a replay: a day is far beyond any real one.
+_TIMEOUT = _seconds(86_400)
+
+
+class _Commands(click.Group):
+    """The command group: usage errors too are one line on stderr (exit 2)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            False,
+            windows_expand_args,
+            **extra,
+        )
+        if not standalone_mode:
+            return run()
+        try:
+            code: Any = run()  # the exit status of --help and --version, else None
+        except click.UsageError as exc:
+            where = "" if exc.ctx is None else f" (see '{exc.ctx.command_path} --help')"
+            message = _one_line(exc.format_message())
+            click.echo(f"leptos-sync: error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(
+                f"leptos-sync: error: {_one_line(exc.format_message())}", err=True
+            )
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("leptos-sync: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Commands)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -70,7 +180,7 @@ def main(log_level: str) -> None:
     "--port",
     default=8765,
     show_default=True,
-    type=int,
+    type=click.IntRange(0, 65535),
     help="0 picks a free port (printed on start).",
 )
 @click.option(
@@ -119,6 +229,7 @@ def serve(
     authenticator = None
     if auth_secret_env is not None:
         authenticator = _signed_tokens(auth_secret_env)
+    _check_address(host, port)
     store = HubStore.sqlite(db, durability=durability)  # type: ignore[arg-type]
     server = SyncServer(store, authenticator=authenticator)
     add_integrity_check(server)
@@ -127,9 +238,55 @@ def serve(
         click.echo(f"leptos-sync server listening on {url}", nl=True)
         sys.stdout.flush()
 
-    run_server(
-        server, host, port, on_ready=ready, ssl_certfile=certfile, ssl_keyfile=keyfile
-    )
+    try:
+        run_server(
+            server,
+            host,
+            port,
+            on_ready=ready,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
+    except SystemExit as exc:
+        # uvicorn exits from its startup task when it cannot listen: after the
+        # check above, only if another process took the port in between.
+        raise SyncError(
+            f"the server could not start on {host}:{port} (status {exc.code}; "
+            "see the message above)"
+        ) from None
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line if the server could not listen on ``host:port``.
+
+    uvicorn meets a host that does not resolve or a port that is taken inside
+    its startup task, and reports it as logged tracebacks; resolving and binding
+    here first (as asyncio will, with SO_REUSEADDR) says it plainly.
+    """
+    try:
+        addresses = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise click.BadParameter(
+            f"cannot resolve {host!r}: {exc.strerror}", param_hint="'--host'"
+        ) from None
+    except UnicodeError as exc:
+        raise click.BadParameter(
+            f"{host!r} is not a valid host name: {exc}", param_hint="'--host'"
+        ) from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise SyncError(
+                    f"cannot listen on {host}:{port} ({address[0]}): "
+                    f"{exc.strerror or exc}"
+                ) from None
 
 
 def _signed_tokens(variable: str) -> Any:
@@ -138,9 +295,17 @@ def _signed_tokens(variable: str) -> Any:
     from .auth import SignedTokens
 
     secret = os.environ.get(variable)
-    if not secret:
+    if secret is None:
         raise click.UsageError(f"${variable} is not set (it holds the token secret)")
-    return SignedTokens(secret)
+    if not secret:
+        raise click.UsageError(f"${variable} is empty (it must hold the token secret)")
+    try:
+        return SignedTokens(secret)
+    except ConfigError:
+        raise click.UsageError(
+            f"${variable} holds {len(secret.encode())} bytes; the token secret "
+            "must be at least 16"
+        ) from None
 
 
 @main.command()
@@ -156,9 +321,11 @@ def _signed_tokens(variable: str) -> Any:
 @click.option("--write", "write", multiple=True, help="Collections it may write.")
 @click.option(
     "--expires-in",
+    type=float,
+    callback=_seconds(MAX_TOKEN_LIFETIME.total_seconds(), zero_means="never"),
     default=3600.0,
     show_default=True,
-    help="Seconds until it expires (0: never).",
+    help="Seconds until it expires (0: never; at most ten years).",
 )
 @_clean_errors
 def token(
@@ -187,10 +354,19 @@ def _run_replay(
         TimeElapsedColumn,
     )
 
-    from .replay import replay
+    from .replay import replay, replica_roles
     from .traces import load_trace
 
-    load_trace(trace)  # a bad trace is reported before any progress is drawn
+    # A bad trace, or one with too many agents, is reported before any
+    # progress is drawn.
+    loaded = load_trace(trace)
+    roles = replica_roles(loaded, replicas)
+    if loaded.concurrent and replicas is not None:
+        click.echo(
+            f"leptos-sync: note: --replicas is ignored: a concurrent trace uses one "
+            f"replica per agent ({len(roles)} here)",
+            err=True,
+        )
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -272,7 +448,14 @@ def _print_summary(summary: Any) -> None:
     help="Trace to replay (default: friendsforever).",
 )
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds per wait.")
+@click.option(
+    "--timeout",
+    type=float,
+    callback=_TIMEOUT,
+    default=300.0,
+    show_default=True,
+    help="Seconds per wait.",
+)
 @_clean_errors
 def demo(trace_path: str | None, in_process: bool, timeout: float) -> None:
     """Start a local server and replay a concurrent trace, one replica per agent."""
@@ -291,10 +474,20 @@ def demo(trace_path: str | None, in_process: bool, timeout: float) -> None:
     "--replicas",
     type=click.IntRange(min=1),
     default=None,
-    help="Sequential traces: replicas in all (1 writer + readers; default 2).",
+    help=(
+        "Sequential traces: replicas in all (1 writer + readers; default 2, at "
+        "most 64). Concurrent traces use one per agent."
+    ),
 )
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds per wait.")
+@click.option(
+    "--timeout",
+    type=float,
+    callback=_TIMEOUT,
+    default=300.0,
+    show_default=True,
+    help="Seconds per wait.",
+)
 @_clean_errors
 def replay_cmd(
     trace: str, url: str | None, replicas: int | None, in_process: bool, timeout: float
@@ -326,6 +519,11 @@ def inspect(store: str, as_json: bool) -> None:
 
 def _print_store(info: dict[str, Any]) -> None:
     click.echo(f"store         {info['store']}")
+    if info.get("immutable"):
+        click.echo(
+            "read as       an immutable file: the directory is read-only, so SQLite "
+            "could not open the store in place"
+        )
     click.echo(f"kind          {info['kind']} store, id {info['id']}")
     corrupt = info["corrupt_blobs"]
     click.echo(
@@ -540,7 +738,11 @@ def status(url: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @_clean_errors
 def backup(store: str, dest: str, as_json: bool) -> None:
-    """Back up a replica or server STORE (online) into the new directory DEST."""
+    """Back up a replica or server STORE (online) into the directory DEST.
+
+    DEST must be a new path or an empty directory (which the backup replaces);
+    anything else, such as a directory holding files, is refused untouched.
+    """
     from .backup import backup_store
 
     manifest = backup_store(store, dest)
