@@ -6,15 +6,24 @@ import asyncio
 import base64
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from click.testing import CliRunner
 from loro import ExportMode, LoroDoc, VersionVector
 
 from leptos_sync import EndToEndSyncManager, HubStore, Storage, SyncConfig, Transport
-from leptos_sync.auth import AccessRequest, CallbackAuthenticator, SignedTokens, matches
+from leptos_sync.auth import (
+    MAX_TOKEN_LIFETIME,
+    AccessRequest,
+    CallbackAuthenticator,
+    SignedTokens,
+    matches,
+)
+from leptos_sync.cli import main as cli
 from leptos_sync.clock import ManualClock
 from leptos_sync.errors import (
     ConfigError,
@@ -137,6 +146,27 @@ def test_expiry_follows_the_injected_clock() -> None:
         tokens.authorize(principal, "read", "c")
     with pytest.raises(TokenExpiredError):
         tokens.authenticate(principal.token, 1)
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "reason"),
+    [
+        (0, "must be positive and at most ten years"),
+        (-5, "must be positive and at most ten years"),
+        (1e300, "must be positive and at most ten years"),  # was an OverflowError
+        (MAX_TOKEN_LIFETIME + timedelta(seconds=1), "must be positive and at most"),
+        (float("nan"), "must be a finite duration"),
+    ],
+)
+def test_a_lifetime_that_is_not_positive_or_too_long_is_refused(
+    expires_in: object, reason: str
+) -> None:
+    """issue() refuses a lifetime that is not positive, over ten years or not
+    finite (1e300 used to raise OverflowError, -5 issued an expired token)."""
+    tokens = SignedTokens(SECRET, clock=_clock())
+    with pytest.raises(ConfigError, match=f"expires_in: {reason}"):
+        tokens.issue("carol", expires_in=expires_in)  # type: ignore[arg-type]
+    tokens.issue("carol", expires_in=MAX_TOKEN_LIFETIME)  # the longest is fine
 
 
 def test_revocation_takes_effect_on_the_next_check() -> None:
@@ -364,7 +394,11 @@ async def test_live_attacks_are_refused_while_legitimate_clients_sync(
             assert _codes(await _raw(url, Hello(902, True, forged), push)) == [
                 "unauthorized"
             ]
-            expired = tokens.issue("m", read=["*"], write=["*"], expires_in=-1)
+            # Issued an hour ago (a clock behind), for a minute.
+            past = ManualClock()
+            past.set_wall(clock.wall_ns() / 1e9 - 3600)
+            issuer = SignedTokens(SECRET, clock=past)
+            expired = issuer.issue("m", read=["*"], write=["*"], expires_in=60)
             assert _codes(await _raw(url, Hello(903, True, expired), push)) == [
                 "token-expired"
             ]
@@ -486,6 +520,67 @@ async def test_live_token_expiry_with_refresh_applies_every_row_exactly_once(
             assert store.head("c") == 61
             assert server.hub.statistics().ops_stored == 61
             assert reader.replica.statistics().remote_ops_applied == 61
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e300", "must be at most 315,576,000 seconds, not 1e+300"),
+        ("-5", "must be a positive number of seconds (or 0: never), not -5"),
+        ("nan", "must be a positive number of seconds (or 0: never), not nan"),
+    ],
+)
+def test_token_command_refuses_a_bad_lifetime_in_one_line(
+    value: str, reason: str
+) -> None:
+    """``token --expires-in`` must be positive and at most ten years (1e300 was
+    a traceback; -5 issued an already expired token with exit status 0)."""
+    result = CliRunner().invoke(
+        cli,
+        ["token", "carol", "--expires-in", value],
+        env={"LEPTOS_SYNC_SECRET": "x" * 32},
+        prog_name="leptos-sync",
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"leptos-sync: error: Invalid value for '--expires-in': {reason} "
+        "(see 'leptos-sync token --help')"
+    ]
+
+
+def test_token_command_with_zero_issues_a_token_that_never_expires() -> None:
+    """``--expires-in 0`` still means a token without an expiry."""
+    secret = "x" * 32
+    result = CliRunner().invoke(
+        cli,
+        ["token", "carol", "--expires-in", "0"],
+        env={"LEPTOS_SYNC_SECRET": secret},
+    )
+    assert result.exit_code == 0, result.output
+    principal = SignedTokens(secret).authenticate(result.stdout.strip(), 1)
+    assert principal.expires_at_ns is None
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        (None, "$LEPTOS_SYNC_SECRET is not set (it holds the token secret)"),
+        ("", "$LEPTOS_SYNC_SECRET is empty (it must hold the token secret)"),
+        ("short", "$LEPTOS_SYNC_SECRET holds 5 bytes; the token secret must be "),
+    ],
+)
+def test_token_command_says_whether_the_secret_is_unset_empty_or_short(
+    secret: str | None, reason: str
+) -> None:
+    """An empty secret variable is called empty, not unset (it used to say
+    "is not set"), and a short one says how short."""
+    result = CliRunner().invoke(
+        cli, ["token", "carol"], env={"LEPTOS_SYNC_SECRET": secret}
+    )
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"leptos-sync: error: {reason}")
 
 
 def test_serve_with_a_secret_and_the_token_command(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from .clock import Clock, SystemClock
@@ -41,6 +42,7 @@ from .errors import (
 )
 
 __all__ = [
+    "MAX_TOKEN_LIFETIME",
     "AccessRequest",
     "Action",
     "Authenticator",
@@ -51,6 +53,11 @@ __all__ = [
 ]
 
 Action = Literal["read", "write"]
+
+#: The longest lifetime :meth:`SignedTokens.issue` gives a token: ten years of
+#: 365.25 days. Anything longer is a token that never expires in practice, and
+#: that is asked for explicitly (``expires_in=None``).
+MAX_TOKEN_LIFETIME = timedelta(days=3652.5)
 
 
 @dataclass(frozen=True)
@@ -144,15 +151,20 @@ class SignedTokens:
 
         Writing does not imply reading: list a collection in both to sync it
         both ways. ``expires_in=None`` issues a token that never expires.
+
+        Raises:
+            ConfigError: ``expires_in`` is not positive, longer than
+                :data:`MAX_TOKEN_LIFETIME`, or not a finite duration.
         """
+        lifetime_ns = None if expires_in is None else _lifetime_ns(expires_in)
         claims: dict[str, Any] = {
             "sub": subject,
             "read": list(read),
             "write": list(write),
             "jti": secrets.token_hex(8),
         }
-        if expires_in is not None:
-            claims["exp"] = (self.clock.wall_ns() + to_ns(expires_in)) / 1e9
+        if lifetime_ns is not None:
+            claims["exp"] = (self.clock.wall_ns() + lifetime_ns) / 1e9
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         return f"{body}.{_b64(self._sign(body))}"
 
@@ -246,6 +258,19 @@ class CallbackAuthenticator:
         request = AccessRequest(principal.token, replica, action, collection)
         if not self.check(request):
             raise ForbiddenError(f"no {action} access to {collection!r}")
+
+
+def _lifetime_ns(expires_in: Duration) -> int:
+    """A token's lifetime in nanoseconds: positive and at most ten years."""
+    lifetime = to_ns(expires_in, "expires_in")
+    if not 0 < lifetime <= to_ns(MAX_TOKEN_LIFETIME):
+        longest = int(MAX_TOKEN_LIFETIME.total_seconds())
+        raise ConfigError(
+            "expires_in",
+            f"must be positive and at most ten years ({longest:,} s); "
+            f"got {expires_in!r} (None issues a token that never expires)",
+        )
+    return lifetime
 
 
 def _principal(claims: Mapping[str, Any], token: str) -> Principal:
