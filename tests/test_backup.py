@@ -342,3 +342,87 @@ def test_the_cli_backs_up_scrubs_and_restores(tmp_path: Path) -> None:
     assert restored.exit_code == 0, restored.output
     assert "previous  kept as" in restored.output
     assert runner.invoke(cli, ["scrub", str(store)]).exit_code == 0
+
+
+def _small_store(path: Path) -> Path:
+    storage = Storage.sqlite(path)
+    storage.append_local(COLL, 1, 1, b"first")
+    storage.close()
+    return path
+
+
+def test_a_backup_into_an_empty_directory_is_allowed_and_documented(
+    tmp_path: Path,
+) -> None:
+    """DEST may be an existing empty directory, as ``backup --help`` says (the
+    help used to promise a new directory while the command took an empty one)."""
+    store = _small_store(tmp_path / "a.sqlite3")
+    (tmp_path / "bk").mkdir()
+    runner = CliRunner()
+
+    done = runner.invoke(cli, ["backup", str(store), str(tmp_path / "bk")])
+
+    assert done.exit_code == 0, done.output
+    assert verify_backup(tmp_path / "bk").kind == "replica"
+    help_text = " ".join(runner.invoke(cli, ["backup", "--help"]).output.split())
+    assert "DEST must be a new path or an empty directory" in help_text
+
+
+def test_a_backup_never_writes_into_a_directory_that_holds_anything(
+    tmp_path: Path,
+) -> None:
+    """A non-empty DEST is refused in one line and left exactly as it was."""
+    store = _small_store(tmp_path / "a.sqlite3")
+    dest = tmp_path / "bk"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+
+    refused = CliRunner().invoke(cli, ["backup", str(store), str(dest)])
+
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines() == [
+        f"leptos-sync: error: backup destination {dest} exists and is not an "
+        "empty directory; choose a new path"
+    ]
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]
+    assert (dest / "notes.txt").read_text() == "mine"
+    assert not leftovers(tmp_path, ".bk.building-*")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(256)) * 4, b'{"format": "something else"}', b"[1, 2]"],
+    ids=["random bytes", "other JSON", "a JSON list"],
+)
+def test_restoring_a_file_that_is_no_backup_says_so_plainly(
+    tmp_path: Path, content: bytes
+) -> None:
+    """``restore random.bin STORE`` says that it is not a backup made by
+    ``leptos-sync backup`` (it used to quote a UTF-8 decoding error)."""
+    store = _small_store(tmp_path / "a.sqlite3")
+    before = sha256(store)
+    bogus = tmp_path / "random.bin"
+    bogus.write_bytes(content)
+
+    with pytest.raises(StorageError, match="is not a backup made by"):
+        load_manifest(bogus)
+    refused = CliRunner().invoke(cli, ["restore", str(bogus), str(store)])
+
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines() == [
+        f"leptos-sync: error: {bogus} is not a backup made by `leptos-sync backup`: "
+        "give the backup directory (the one holding manifest.json and "
+        "store.sqlite3)"
+    ]
+    assert sha256(store) == before
+
+
+def test_a_damaged_manifest_of_a_backup_is_an_integrity_error(
+    tmp_path: Path,
+) -> None:
+    """A backup directory whose manifest.json is not JSON is damaged, not foreign."""
+    store = _small_store(tmp_path / "a.sqlite3")
+    backup_store(store, tmp_path / "bk")
+    (tmp_path / "bk" / MANIFEST).write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(IntegrityError, match=r"manifest of .* is damaged"):
+        restore_store(tmp_path / "bk", store)

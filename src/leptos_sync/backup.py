@@ -6,7 +6,8 @@ written, and nothing has to stop. The backup is a directory holding the copy
 (``store.sqlite3``, a single self-contained file) and ``manifest.json``: the
 store's kind and id, when the backup was taken, and each file's size, SHA-256
 and CRC32C. The directory appears whole or not at all (it is built beside its
-final name and renamed).
+final name and renamed). Its name must be new or an empty directory (which the
+backup replaces); a directory holding anything is never written into.
 
 :func:`restore_store` verifies a backup completely before it touches anything:
 the checksums of the manifest, SQLite's integrity check of the copy, and that
@@ -35,6 +36,15 @@ A restored store gets a **new identity** by default:
 CRC32C, without loading documents; :func:`add_integrity_check` puts that scrub
 on a :class:`~leptos_sync.server.app.SyncServer`'s ``/health`` as the
 ``integrity:scrub`` check (``fail`` while the store holds a corrupt blob).
+
+Reading a store without changing it (scrub, ``leptos-sync inspect``) opens it
+read-only. SQLite must still create the ``-shm`` file beside a WAL store to read
+it; in a read-only directory or file system it cannot, and the store is then read
+as an *immutable* file instead (no locks, no shared memory). That is sound only
+when no process writes the store, which holds there: a writer would have created
+the ``-shm`` file. A store whose ``-wal`` (or rollback journal) file still
+holds changes is refused rather than read that way, because an immutable read
+skips them.
 
 Logging: INFO for each backup and restore; ERROR when a scrub of a live server
 store finds corruption (data is damaged: someone must act).
@@ -267,12 +277,62 @@ def open_store_file(path: Path, *, readonly: bool = False) -> sqlite3.Connection
     if not path.is_file():
         raise StorageError(f"no store at {path}")
     mode = "ro" if readonly else "rw"
+    return _connect(path, f"mode={mode}")
+
+
+def _connect(path: Path, options: str) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(
-            f"file:{path}?mode={mode}", uri=True, isolation_level=None
-        )
+        return sqlite3.connect(f"file:{path}?{options}", uri=True, isolation_level=None)
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"cannot open {path}: {exc}") from exc
+
+
+def open_store_readonly(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Open an existing store for reading; returns it and whether it is immutable.
+
+    A read-only open fails when SQLite cannot create the store's ``-shm`` file
+    (a read-only directory or file system); the store is then opened as an
+    immutable file (see the module docstring for when that is sound).
+
+    Raises:
+        StorageError: there is no store, or it cannot be read either way.
+    """
+    db = open_store_file(path, readonly=True)
+    try:
+        # Opening is lazy: the first read is what needs the -shm file.
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db, False
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if not _cannot_open_in_place(exc):
+            raise StorageError(f"{path} is not a readable SQLite store: {exc}") from exc
+        reason = exc
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StorageError(f"{path} is not a readable SQLite store: {exc}") from exc
+    return _open_immutable(path, reason), True
+
+
+def _cannot_open_in_place(exc: sqlite3.OperationalError) -> bool:
+    """Whether a read-only open failed for want of a writable directory."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+
+
+def _open_immutable(path: Path, reason: sqlite3.OperationalError) -> sqlite3.Connection:
+    # An immutable read ignores the WAL and any rollback journal: refuse a
+    # store whose committed (or half-undone) changes are in one of them.
+    for suffix in ("-wal", "-journal"):
+        pending = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if pending.stat().st_size > 0:
+                raise StorageError(
+                    f"cannot read {path} in place ({reason}), and reading it as an "
+                    f"immutable file would miss the changes in {pending.name}; copy "
+                    f"the store with its {suffix} file to a writable directory and "
+                    "read the copy"
+                ) from reason
+    return _connect(path, "mode=ro&immutable=1")
 
 
 def store_kind(db: sqlite3.Connection, path: Path) -> StoreKind:
@@ -366,24 +426,27 @@ def scrub_store(path: str | os.PathLike[str]) -> ScrubReport:
     state). Quarantined replica blobs are not counted: they are known bad.
     """
     path = Path(path)
-    with read_store(path, "scrub") as (db, kind):
+    with read_store(path, "scrub") as (db, kind, _):
         checked, bad = scrub_blobs(db, kind)
         verdict = str(db.execute("PRAGMA integrity_check").fetchone()[0])
     return ScrubReport(path, kind, checked, tuple(bad), verdict)
 
 
 @contextlib.contextmanager
-def read_store(path: Path, verb: str) -> Iterator[tuple[sqlite3.Connection, StoreKind]]:
-    """One consistent read-only view of the store at ``path``, and its kind.
+def read_store(
+    path: Path, verb: str
+) -> Iterator[tuple[sqlite3.Connection, StoreKind, bool]]:
+    """One consistent read-only view of the store at ``path``, its kind, and
+    whether it was opened as an immutable file (see :func:`open_store_readonly`).
 
     SQLite errors while reading become a :class:`StorageError` saying what could
     not be done (``verb``) to which file.
     """
-    db = open_store_file(path, readonly=True)
+    db, immutable = open_store_readonly(path)
     try:
         kind = store_kind(db, path)
         db.execute("BEGIN")
-        yield db, kind
+        yield db, kind, immutable
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"cannot {verb} {path}: {exc}") from exc
@@ -400,7 +463,11 @@ def backup_store(
     *,
     clock: Clock | None = None,
 ) -> Manifest:
-    """Copy the store at ``path`` into the new backup directory ``dest``.
+    """Copy the store at ``path`` into the backup directory ``dest``.
+
+    ``dest`` must not exist, or be an empty directory, which the backup then
+    replaces (its permissions become those of a new directory). A directory
+    holding anything, or a file, is refused and left as it is.
 
     The store may be in use: the copy is one consistent, committed state.
 
@@ -412,13 +479,17 @@ def backup_store(
     target = Path(dest)
     clock = clock if clock is not None else SystemClock()
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        raise StorageError(f"backup destination {target} exists; choose a new path")
+        raise StorageError(
+            f"backup destination {target} exists and is not an empty directory; "
+            "choose a new path"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.parent / f".{target.name}.building-{secrets.token_hex(4)}"
     building.mkdir()
     try:
         manifest = _write_backup(source, building, clock)
         if target.exists():
+            # Only an empty directory: rmdir refuses one that filled meanwhile.
             target.rmdir()
         os.rename(building, target)
         _fsync_dir(target.parent)
@@ -492,15 +563,34 @@ def _write_backup(source: Path, building: Path, clock: Clock) -> Manifest:
 
 
 def load_manifest(backup: str | os.PathLike[str]) -> Manifest:
-    """Read the manifest of the backup directory ``backup``."""
+    """Read the manifest of the backup directory ``backup`` (or the manifest file).
+
+    Raises:
+        StorageError: ``backup`` is not a backup made by :func:`backup_store`.
+        IntegrityError: it is one, but its manifest is damaged.
+    """
     path = Path(backup)
     manifest_path = path / MANIFEST if path.is_dir() else path
     if not manifest_path.is_file():
         raise StorageError(f"no backup at {backup} (no {MANIFEST})")
+    not_a_backup = (
+        f"{backup} is not a backup made by `leptos-sync backup`: give the backup "
+        f"directory (the one holding {MANIFEST} and {STORE_FILE})"
+    )
     try:
-        data = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"cannot read the manifest of {backup}: {exc}") from exc
+        raw = manifest_path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if manifest_path.name == MANIFEST:
+            raise IntegrityError(
+                f"the manifest of {backup} is damaged (not JSON: {exc})"
+            ) from exc
+        raise StorageError(not_a_backup) from exc
+    if not isinstance(data, dict) or data.get("format") != BACKUP_FORMAT:
+        raise StorageError(not_a_backup)
     return Manifest.from_json(data)
 
 

@@ -6,7 +6,9 @@ right for a replica that is about to run, and wrong for a look from outside: an
 inspection of a server store, of a foreign SQLite file or of a damaged replica
 must leave the file exactly as it was, so that a later scrub or the server
 itself still sees what is there. This module therefore opens the file read-only
-and reports corrupt blobs instead of setting them aside.
+and reports corrupt blobs instead of setting them aside. In a read-only directory
+the store is read as an immutable file (see :mod:`leptos_sync.backup`), and the
+summary says so.
 """
 
 from __future__ import annotations
@@ -28,16 +30,20 @@ __all__ = ["inspect_store"]
 def inspect_store(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A summary of the replica or server store at ``path``, read-only.
 
+    ``immutable`` in the summary is true when the store had to be read as an
+    immutable file (its directory is read-only).
+
     Raises:
         StorageError: there is no file, it is not SQLite, or it is not a
             leptos_sync store.
     """
     path = Path(path)
-    with read_store(path, "inspect") as (db, kind):
+    with read_store(path, "inspect") as (db, kind, immutable):
         checked, bad = scrub_blobs(db, kind)
         info: dict[str, Any] = {
             "store": str(path.resolve()),
             "kind": kind,
+            "immutable": immutable,
             "id": store_id_of(db, kind),
             "blobs_checked": checked,
             "corrupt_blobs": [f"{b.table} {b.collection}#{b.key}" for b in bad],
