@@ -426,3 +426,21 @@ def test_a_damaged_manifest_of_a_backup_is_an_integrity_error(
     (tmp_path / "bk" / MANIFEST).write_bytes(b"\xff\xfe garbage")
     with pytest.raises(IntegrityError, match=r"manifest of .* is damaged"):
         restore_store(tmp_path / "bk", store)
+
+
+def test_regression_restore_refuses_a_replica_store_a_process_holds_open(
+    tmp_path: Path,
+) -> None:
+    """Restoring over a replica store that a running replica holds is refused
+    and changes nothing (the running replica would go on writing to the file
+    it had open, and its changes would be lost)."""
+    store = tmp_path / "a.sqlite3"
+    storage = Storage.sqlite(store)
+    storage.append_local(COLL, 1, 1, b"first")
+    backup_store(store, tmp_path / "bk")
+    storage.append_local(COLL, 2, 2, b"second")
+    with pytest.raises(StorageError, match="open in another process"):
+        restore_store(tmp_path / "bk", store)
+    assert [op.data for op in storage.load().outbox] == [b"first", b"second"]
+    storage.close()
+    restore_store(tmp_path / "bk", store)

@@ -75,7 +75,7 @@ from .durations import Duration, to_ns
 from .errors import IntegrityError, StorageError
 from .monitoring.health import CheckResult, HealthStatus
 from .protocol import crc32c
-from .storage import file_identity, new_replica_id
+from .storage import StoreLock, file_identity, new_replica_id
 
 if TYPE_CHECKING:
     from .server.app import SyncServer
@@ -658,7 +658,8 @@ def restore_store(
 ) -> RestoreResult:
     """Replace the store at ``path`` with the backup, after verifying it.
 
-    Stop every process using the store first.
+    Stop every process using the store first: a replica store that a process
+    holds open is refused (see :class:`~leptos_sync.storage.StoreLock`).
 
     Args:
         backup: the backup directory (as written by :func:`backup_store`).
@@ -682,6 +683,7 @@ def restore_store(
     # atomic) and check it again there: the copy itself could have failed.
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.parent / f".{target.name}.restore-{secrets.token_hex(4)}"
+    lock = StoreLock(target) if manifest.kind == "replica" else None
     try:
         shutil.copyfile(directory / STORE_FILE, staged)
         _fsync_file(staged)
@@ -701,6 +703,9 @@ def restore_store(
         with contextlib.suppress(OSError):
             staged.unlink()
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     logger.info(
         "restored %s store %s from the backup of %s (id %s -> %s)",
         manifest.kind,
