@@ -36,6 +36,7 @@ from .metrics import (
     MetricsRegistry,
     QuantileSketch,
 )
+from .otel import OpenTelemetryBridge
 from .sinks import AlertSink, CallbackSink, LogSink, WebhookSink
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "MetricsRegistry",
     "MonitoringConfig",
     "MonitoringManager",
+    "OpenTelemetryBridge",
     "QuantileSketch",
     "RegistryCollector",
     "Severity",
