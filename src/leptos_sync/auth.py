@@ -184,7 +184,7 @@ class SignedTokens:
         if not token:
             raise UnauthorizedError("this server requires a token")
         body, dot, sig = token.partition(".")
-        if not dot or not body or not sig:
+        if not dot or not body or not sig or not token.isascii():
             raise UnauthorizedError("the token is not in the signed-token form")
         try:
             given = _unb64(sig)

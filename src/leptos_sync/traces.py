@@ -13,15 +13,18 @@ a count, an agent or a parent is expected (Python would take them for 1 and 0).
 
 from __future__ import annotations
 
-import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from .errors import UsageError
 
-__all__ = ["Trace", "TraceError", "Txn", "load_trace"]
+__all__ = ["MAX_TRACE_BYTES", "Trace", "TraceError", "Txn", "load_trace", "parse_trace"]
+
+#: The largest trace read, decompressed (the real ones are a few MB).
+MAX_TRACE_BYTES = 256 * 1024 * 1024
 
 
 class TraceError(UsageError):
@@ -83,11 +86,25 @@ def load_trace(path: str | Path) -> Trace:
         raw = path.read_bytes()
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
+    return parse_trace(raw, path)
+
+
+def parse_trace(raw: bytes, path: str | Path = "trace") -> Trace:
+    """Parse and check the bytes of a ``.json`` or ``.json.gz`` trace.
+
+    ``path`` names the trace in errors and gives it its name.
+
+    Raises:
+        TraceError: with what is wrong and where.
+    """
+    path = Path(path)
     try:
-        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        text = _gunzip(raw) if raw[:2] == b"\x1f\x8b" else raw
         data = json.loads(text)
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise TraceError(f"{path} is not a (gzipped) JSON trace: {exc}") from exc
+    except RecursionError:
+        raise TraceError(f"{path}: JSON nested too deeply to be a trace") from None
     if not isinstance(data, dict) or "txns" not in data or "endContent" not in data:
         raise TraceError(f"{path}: expected an object with 'txns' and 'endContent'")
     kind = data.get("kind")
@@ -118,6 +135,19 @@ def load_trace(path: str | Path) -> Trace:
 
 
 _KINDS = (None, "sequential", "concurrent")
+
+
+def _gunzip(raw: bytes) -> bytes:
+    """Decompress, refusing more than :data:`MAX_TRACE_BYTES` (a gzip bomb)."""
+    inflate = zlib.decompressobj(wbits=31)
+    out = inflate.decompress(raw, MAX_TRACE_BYTES)
+    if inflate.unconsumed_tail:
+        raise TraceError(
+            f"the trace decompresses to more than {MAX_TRACE_BYTES >> 20} MiB"
+        )
+    if not inflate.eof:
+        raise TraceError("the gzip stream is truncated")
+    return out
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
