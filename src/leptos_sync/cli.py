@@ -106,6 +106,14 @@ def _seconds(
 
 #: The longest single wait of a replay: a day is far beyond any real one.
 _TIMEOUT = _seconds(86_400)
+_timeout_option = click.option(
+    "--timeout",
+    type=float,
+    callback=_TIMEOUT,
+    default=300.0,
+    show_default=True,
+    help="Seconds per wait.",
+)
 
 
 class _Commands(click.Group):
@@ -448,14 +456,7 @@ def _print_summary(summary: Any) -> None:
     help="Trace to replay (default: friendsforever).",
 )
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
-@click.option(
-    "--timeout",
-    type=float,
-    callback=_TIMEOUT,
-    default=300.0,
-    show_default=True,
-    help="Seconds per wait.",
-)
+@_timeout_option
 @_clean_errors
 def demo(trace_path: str | None, in_process: bool, timeout: float) -> None:
     """Start a local server and replay a concurrent trace, one replica per agent."""
@@ -480,14 +481,7 @@ def demo(trace_path: str | None, in_process: bool, timeout: float) -> None:
     ),
 )
 @click.option("--in-process", is_flag=True, help="Run all replicas in this process.")
-@click.option(
-    "--timeout",
-    type=float,
-    callback=_TIMEOUT,
-    default=300.0,
-    show_default=True,
-    help="Seconds per wait.",
-)
+@_timeout_option
 @_clean_errors
 def replay_cmd(
     trace: str, url: str | None, replicas: int | None, in_process: bool, timeout: float
