@@ -11,6 +11,10 @@
   prefix of automerge-paper, writer and reader in this process (so the patch
   reaches them), through a ``leptos-sync serve`` subprocess, alternating the two
   variants; target at most 5% slower with metrics on.
+- Local writes: CPU per keystroke of automerge-paper through a replica on
+  SQLite (each keystroke a transaction with its record metadata), with a store
+  commit per keystroke and in ``batch()`` groups of 1,000, against bare Loro
+  committing and exporting an update per keystroke (no metadata, no store).
 """
 
 from __future__ import annotations
@@ -246,6 +250,96 @@ def instrumentation(patches: int, pairs: int) -> list[Row]:
     ]
 
 
+# Local writes ------------------------------------------------------------------
+
+
+def _keystrokes(count: int) -> list[tuple[int, int, str]]:
+    from bench.common import trace_path
+    from leptos_sync.traces import load_trace
+
+    trace = load_trace(trace_path("automerge-paper"))
+    return [p for txn in trace.txns for p in txn.patches][:count]
+
+
+def _bare_loro(patches: list[tuple[int, int, str]]) -> float:
+    """CPU seconds: each keystroke a Loro commit with its update exported."""
+    import loro
+
+    doc = loro.LoroDoc()
+    text = doc.get_text("body")
+    updates: list[bytes] = []
+    sub = doc.subscribe_local_update(lambda u: updates.append(bytes(u)) or True)
+    started = time.process_time()
+    for pos, deleted, inserted in patches:
+        if deleted:
+            text.delete(pos, deleted)
+        if inserted:
+            text.insert(pos, inserted)
+        doc.commit()
+    elapsed = time.process_time() - started
+    del sub
+    return elapsed
+
+
+def _ours(patches: list[tuple[int, int, str]], group: int) -> float:
+    """CPU seconds through a replica on SQLite: one store commit per ``group``."""
+    from leptos_sync import Storage, fields
+    from leptos_sync.replica import Replica
+
+    with tempfile.TemporaryDirectory() as workdir:
+        replica = Replica(Storage.sqlite(Path(workdir) / "w.sqlite3"))
+        coll = replica.collection("c")
+        coll.insert("doc", {"body": fields.text()})
+        text = coll.text("doc", "body")
+        started = time.process_time()
+        for start in range(0, len(patches), group):
+            chunk = patches[start : start + group]
+            if group == 1:
+                text.splice(*chunk[0])
+                continue
+            with replica.batch():
+                for pos, deleted, inserted in chunk:
+                    text.splice(pos, deleted, inserted)
+        elapsed = time.process_time() - started
+        replica.close()
+    return elapsed
+
+
+def local_writes(count: int, runs: int) -> list[Row]:
+    """Our cost per local change against Loro's own, on real keystrokes."""
+    patches = _keystrokes(count)
+    say(
+        f"local writes: {len(patches):,} automerge-paper keystrokes, CPU time, "
+        f"median of {runs} runs; each keystroke one transaction with metadata"
+    )
+    loro_s, alone_s, batched_s = [], [], []
+    for _ in range(runs):
+        loro_s.append(_bare_loro(patches))
+        alone_s.append(_ours(patches, 1))
+        batched_s.append(_ours(patches, 1000))
+    per = 1e6 / len(patches)
+    return [
+        compare(
+            BENCH,
+            "local write, own store commit",
+            median(alone_s) * per,
+            median(loro_s) * per,
+            "us",
+            "loro commit+export",
+            higher_is_better=False,
+        ),
+        compare(
+            BENCH,
+            "local write, batch() of 1,000",
+            median(batched_s) * per,
+            median(loro_s) * per,
+            "us",
+            "loro commit+export",
+            higher_is_better=False,
+        ),
+    ]
+
+
 def run(smoke: bool = False) -> list[Row]:
     if smoke:
         return (
@@ -253,12 +347,14 @@ def run(smoke: bool = False) -> list[Row]:
             + monitoring(2_000, 2)
             + crc(8 * 2**20, 2_000, 2)
             + instrumentation(800, 1)
+            + local_writes(2_000, 1)
         )
     return (
         reliability(200_000, 5)
         + monitoring(200_000, 5)
         + crc(256 * 2**20, 200_000, 5)
         + instrumentation(30_000, 4)
+        + local_writes(50_000, 3)
     )
 
 
