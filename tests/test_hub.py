@@ -251,3 +251,32 @@ def test_restarted_hub_continues_from_its_store(kind: str, tmp_path: Path) -> No
         hub.handle(1, encode(Push("c", (Op(1, 0, data[0]), Op(2, 1, data[1])))))
     )[0] == Ack("c", (1, 2), (1, 2))
     store.close()
+
+
+def test_regression_pull_pages_are_bounded_in_bytes_not_only_in_operations() -> None:
+    """Large operations (merged runs, batches) are served in frames within the
+    frame limit; a collection of many large operations used to go out as one
+    frame past it, and a new replica could never catch up."""
+    from leptos_sync.protocol import Limits
+
+    limits = Limits(max_frame_bytes=64 * 1024)
+    hub = Hub(HubStore.memory(), limits=limits)
+    joined(hub, 1, 11)
+    doc = LoroDoc()
+    doc.peer_id = 11
+    ops = []
+    for i in range(12):  # twelve operations of about 10 KiB each
+        before = doc.oplog_vv
+        doc.get_map("records").insert(f"k{i}", "x" * 10_000)
+        doc.commit()
+        ops.append(Op(i + 1, i + 1, bytes(doc.export(ExportMode.Updates(before)))))
+    for op in ops:
+        hub.handle(1, encode(Push("c", (op,))))
+    joined(hub, 2, 22)
+    frames = [f for out in hub.handle(2, encode(Pull("c", 0))) for f in out.frames]
+    assert len(frames) >= 3
+    assert all(len(frame) <= limits.max_frame_bytes // 2 + 1024 for frame in frames)
+    pages = [decode(frame) for frame in frames]
+    assert all(isinstance(p, Changes) for p in pages)
+    assert [p.live for p in pages] == [False] * (len(pages) - 1) + [True]  # type: ignore[union-attr]
+    assert [op.seq for p in pages for op in p.ops] == list(range(1, 13))  # type: ignore[union-attr]

@@ -303,9 +303,13 @@ class Hub:
             )
             frames.append(self._encode(state, Snapshot(name, 0, b"")))
             since = 0
+        # Every frame stays within half the frame limit (the client's is the
+        # same by default): a page holds at most ``page_ops`` operations and at
+        # most that many bytes of them, whatever their size.
+        budget = self.limits.max_frame_bytes // 2
         if head - since >= self.snapshot_after:
             snap = self._snapshot_for(name, head)
-            if snap is not None and snap[0] > since:
+            if snap is not None and snap[0] > since and len(snap[1]) <= budget:
                 frames.append(self._encode(state, Snapshot(name, snap[0], snap[1])))
                 self._snapshots += 1
                 since = snap[0]
@@ -314,10 +318,13 @@ class Hub:
             last_page = len(page) < self.page_ops
             if page:
                 since = page[-1].seq
+            chunks = _by_bytes(page, budget)
+            for chunk in chunks[:-1]:
+                frames.append(self._encode(state, Changes(name, chunk, False)))
             if last_page or not page:
-                frames.append(self._encode(state, Changes(name, tuple(page), True)))
+                frames.append(self._encode(state, Changes(name, chunks[-1], True)))
                 break
-            frames.append(self._encode(state, Changes(name, tuple(page), False)))
+            frames.append(self._encode(state, Changes(name, chunks[-1], False)))
         state.subscriptions.add(name)
         self._subscribers.setdefault(name, set()).add(conn)
         return [Outgoing(conn, tuple(frames))]
@@ -479,3 +486,19 @@ def _check_update(counter: int, data: bytes) -> None:
 def hub_error_types() -> tuple[type[SyncError], ...]:
     """The errors :meth:`Hub.handle` turns into error frames."""
     return (ProtocolError, IntegrityError, StorageError)
+
+
+def _by_bytes(ops: list[RemoteOp], budget: int) -> list[tuple[RemoteOp, ...]]:
+    """``ops`` cut into consecutive runs of at most ``budget`` bytes of data
+    (at least one operation each); one empty run for no operations."""
+    runs: list[tuple[RemoteOp, ...]] = []
+    run: list[RemoteOp] = []
+    size = 0
+    for op in ops:
+        if run and size + len(op.data) > budget:
+            runs.append(tuple(run))
+            run, size = [], 0
+        run.append(op)
+        size += len(op.data)
+    runs.append(tuple(run))
+    return runs
