@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from leptos_sync import (
     Storage,
     SyncConfig,
     Transport,
+    UsageError,
     fields,
 )
 from leptos_sync.clock import ManualClock
@@ -306,3 +308,109 @@ async def test_wait_synced_refuses_a_timeout_that_is_not_a_duration(
     with pytest.raises(ConfigError, match="timeout"):
         await manager.wait_synced("x")  # type: ignore[arg-type]
     await stop_all([manager])
+
+
+def _stored_records(path: Path) -> list[str]:
+    from leptos_sync import Replica
+
+    replica = Replica(Storage.sqlite(path))
+    try:
+        return sorted(replica.collection("c").ids())
+    finally:
+        replica.close()
+
+
+async def test_regression_another_tasks_change_during_a_batch_is_stored_at_once(
+    network: InMemoryNetwork, tmp_path: Path
+) -> None:
+    """A batch belongs to the task that opened it: another task's change made
+    while the batch awaits is stored (with what the batch wrote before it)
+    before its call returns, and wait_synced() in that task means synced
+    (such changes used to join the batch, unstored, while wait_synced()
+    returned at once)."""
+    path = tmp_path / "a.sqlite3"
+    a = EndToEndSyncManager(Storage.sqlite(path), Transport.in_memory(network), FAST)
+    (b,) = await managers(network, 1)
+    await a.start()
+    coll = a.collection("c")
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_batch() -> None:
+        with a.batch():
+            coll.insert("batch-1", {})
+            inside.set()
+            await release.wait()
+            coll.insert("batch-2", {})
+
+    task = asyncio.ensure_future(long_batch())
+    await inside.wait()
+    coll.insert("side", {})
+    # Stored before insert() returned: the store's outbox holds it, and the
+    # batch's first change, which came before it.
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 2
+    finally:
+        db.close()
+    await a.wait_synced(5)
+    await _until(lambda: "side" in b.collection("c"))
+    assert "batch-1" in b.collection("c") and "batch-2" not in b.collection("c")
+    release.set()
+    await task
+    await a.wait_synced(5)
+    await _until(lambda: "batch-2" in b.collection("c"))
+    await stop_all([a, b])
+    assert _stored_records(path) == ["batch-1", "batch-2", "side"]
+
+
+async def test_wait_synced_inside_its_own_batch_is_refused(
+    network: InMemoryNetwork,
+) -> None:
+    """Inside the batch the batch's changes are not stored yet: waiting for
+    them there is a usage error, not a wait that returns too early."""
+    (a,) = await managers(network, 1)
+    with pytest.raises(UsageError, match=r"inside manager\.batch"), a.batch():
+        a.collection("c").insert("r", {})
+        await a.wait_synced(1)
+    await a.wait_synced(5)
+    await stop_all([a])
+
+
+async def test_regression_stopping_during_a_batch_keeps_its_changes(
+    network: InMemoryNetwork, tmp_path: Path
+) -> None:
+    """stop() while another task is inside a batch stores what the batch wrote;
+    a change after stop() raises ClosedError (the batch's changes used to be
+    lost and later ones accepted, with a raw sqlite3 error at the end)."""
+    path = tmp_path / "a.sqlite3"
+    a = EndToEndSyncManager(Storage.sqlite(path), Transport.in_memory(network), FAST)
+    await a.start()
+    coll = a.collection("c")
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_batch() -> None:
+        with a.batch():
+            coll.insert("w0", {})
+            inside.set()
+            await release.wait()
+            coll.insert("w1", {})
+
+    task = asyncio.ensure_future(long_batch())
+    await inside.wait()
+    await a.stop()
+    release.set()
+    with pytest.raises(ClosedError):
+        await task
+    with pytest.raises(ClosedError):
+        coll.insert("late", {})
+    assert _stored_records(path) == ["w0"]
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

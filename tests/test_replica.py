@@ -722,3 +722,19 @@ def test_regression_a_batch_that_raises_still_stores_its_changes(
     assert again.collection("c").get("kept") == {"v": 1}
     assert again.outbox_depth() == 1
     again.close()
+
+
+def test_a_batch_inside_a_transaction_loses_nothing(wire: Wire) -> None:
+    """A batch that ends inside an open transaction: the transaction's commit
+    (begun before the batch ended) still becomes an operation."""
+    a, b = wire.replica(), wire.replica()
+    coll = a.collection("c")
+    b.collection("c")
+    with coll.transaction():
+        with a.batch():
+            coll.insert("in-batch", {})
+        coll.insert("after-batch", {})
+    coll.insert("later", {})
+    wire.pump()
+    assert sorted(converged(a, b)) == ["after-batch", "in-batch", "later"]
+    assert a.outbox_depth() == 0

@@ -36,6 +36,7 @@ import loro as _loro
 from . import fields as F
 from .clock import HLCTimestamp, HybridLogicalClock
 from .errors import (
+    ClosedError,
     FieldKindError,
     IntegrityError,
     InvalidIdError,
@@ -180,6 +181,11 @@ class CollectionDoc:
         self._pending_update: bytes | None = None
         self._update_sub: Any = self.doc.subscribe_local_update(self._on_update)
         self._deferred: _Deferred | None = None
+        self._export_from: int | None = None
+        #: While deferring: whether the commit being made belongs to the
+        #: deferral (``None``: every commit does).
+        self.defer_check: Callable[[], bool] | None = None
+        self._closed = False
         self._txn_depth = 0
         self._stale = False
         # Bumped whenever records or fields may have been replaced or removed
@@ -352,6 +358,8 @@ class CollectionDoc:
         """
         if not isinstance(update, bytes | bytearray | memoryview):
             raise InvalidValueError(f"an update is bytes, got {type(update).__name__}")
+        if self._closed:
+            raise ClosedError(f"the collection {self.name!r} is closed")
         data = bytes(update)
         if self.max_update_bytes is not None and len(data) > self.max_update_bytes:
             raise InvalidValueError(
@@ -368,6 +376,10 @@ class CollectionDoc:
             self._sink(LocalChange(data, self.hlc.now(), changes, own=False))
         if deferring:
             self.defer_updates()
+
+    def close(self) -> None:
+        """Refuse further local changes (its replica stopped); reading goes on."""
+        self._closed = True
 
     def defer_updates(self) -> None:
         """Hand local commits to the sink as one update when :meth:`end_deferral`
@@ -388,9 +400,15 @@ class CollectionDoc:
         if deferred is None:
             return
         self._update_sub = self.doc.subscribe_local_update(self._on_update)
+        # An open transaction's operations count in the version vector already;
+        # they are not the deferred commits'. Loro does not hand the update of
+        # a transaction begun before the subscription to it: that commit is
+        # exported explicitly.
+        end = self._own_end() - self.doc.get_pending_txn_len()
+        if self._txn_depth or self.doc.get_pending_txn_len():
+            self._export_from = end
         if deferred.start is None or deferred.hlc is None:
             return
-        end = self._own_end()
         if end > deferred.start and self._sink is not None:
             update = self._export_own(deferred.start, end)
             self._sink(
@@ -634,6 +652,13 @@ class CollectionDoc:
         self._txn_changes = {}
         self._txn_hlc = None
         deferred = self._deferred
+        resume = False
+        if deferred is not None and self.defer_check and not self.defer_check():
+            # A commit from outside the deferring batch (another task): what
+            # the batch wrote so far goes first, then this commit on its own,
+            # and the batch goes on deferring after it.
+            self.end_deferral()
+            deferred, resume = None, True
         if deferred is not None:
             if hlc is not None and deferred.start is None:
                 # The open transaction's operations already count in the
@@ -652,10 +677,14 @@ class CollectionDoc:
         self.doc.commit()
         update = self._pending_update
         self._pending_update = None
-        if update is None or hlc is None:
-            return
-        if self._sink is not None:
+        if self._export_from is not None:
+            start, self._export_from = self._export_from, None
+            end = self._own_end()
+            update = self._export_own(start, end) if end > start else None
+        if update is not None and hlc is not None and self._sink is not None:
             self._sink(LocalChange(update, hlc, changes))
+        if resume:
+            self.defer_updates()
 
     def _own_end(self) -> int:
         """Where this document's own history ends (its next operation counter)."""
@@ -802,7 +831,10 @@ class _Transaction:
         self.coll = coll
 
     def __enter__(self) -> None:
-        self.coll._txn_depth += 1
+        coll = self.coll
+        if coll._closed:
+            raise ClosedError(f"the collection {coll.name!r} is closed")
+        coll._txn_depth += 1
 
     def __exit__(self, *exc: object) -> None:
         coll = self.coll
@@ -822,6 +854,8 @@ class _Edit:
     def __enter__(self) -> Any:
         handle = self.handle
         coll = handle.collection
+        if coll._closed:
+            raise ClosedError(f"the collection {coll.name!r} is closed")
         coll._txn_depth += 1
         found = handle._found
         if found is not None and handle._epoch == coll._epoch:

@@ -39,6 +39,7 @@ from .errors import (
     ProtocolError,
     SyncError,
     TransportError,
+    UsageError,
 )
 from .instruments import SyncInstruments
 from .monitoring.health import CheckResult, HealthChecks, HealthReport, HealthStatus
@@ -238,7 +239,9 @@ class EndToEndSyncManager:
         """Commit many changes to the store together (see :meth:`Replica.batch`).
 
         Each change stays its own transaction with its own metadata; each
-        collection's changes in the block travel as one operation.
+        collection's changes in the block travel as one operation. Changes
+        made by other tasks while the block awaits are not part of it: each is
+        stored before its call returns (with what the batch wrote before it).
         """
         return self.replica.batch()
 
@@ -290,9 +293,16 @@ class EndToEndSyncManager:
             TimeoutError: ``timeout`` (on the manager's clock) passed first.
             ClosedError: the manager stopped first (or had stopped).
             ConfigError: ``timeout`` is not a duration.
+            UsageError: called inside a :meth:`batch` of the same task, whose
+                changes are stored only when the block ends.
         """
         if timeout is not None:
             to_ns(timeout, "timeout")
+        if self.replica.in_own_batch():
+            raise UsageError(
+                "wait_synced() inside manager.batch() cannot see the batch's "
+                "changes, which are stored when the block ends; call it after"
+            )
         if self._synced.is_set():
             return
         if self._closed:

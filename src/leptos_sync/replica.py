@@ -23,11 +23,13 @@ one transaction; acknowledgements delete outbox entries with the cursor.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .clock import Clock, HLCTimestamp, HybridLogicalClock, SystemClock
 from .crdt import Change, CollectionDoc, LocalChange
@@ -154,6 +156,7 @@ class Replica:
         # (apply_update): their updates are not this replica's own history.
         self._adopted: set[int] = set()
         self._batch_depth = 0
+        self._batch_owner: asyncio.Task[Any] | None = None
         self._skewed: set[int] = set()
         self._merged = 0
         for item in self.quarantined:
@@ -192,7 +195,7 @@ class Replica:
         )
         coll.max_update_bytes = self._op_limit
         if self._batch_depth:
-            coll.defer_updates()
+            self._defer(coll)
         stored = self._stored.collections.get(name)
         outbox = [op for op in self._stored.outbox if op.collection == name]
         cursor = 0
@@ -274,29 +277,59 @@ class Replica:
         arrive then. If the block raises, what it changed is still stored and
         synced (Loro has no rollback), and the exception goes on.
         """
+        if self._closed:
+            raise ClosedError("the replica is closed")
         self._batch_depth += 1
         outer = self._batch_depth == 1
+        if outer:
+            self._batch_owner = _current_task()
         failure: BaseException | None = None
         with self.storage.batch():
             if outer:
                 for coll in self._collections.values():
-                    coll.defer_updates()
+                    self._defer(coll)
             try:
                 yield
             except BaseException as exc:
                 failure = exc
             finally:
                 self._batch_depth -= 1
-                if outer:
-                    for coll in self._collections.values():
-                        coll.end_deferral()
+                if outer and not self._closed:
+                    self._end_batch()
         if failure is not None:
             raise failure
+
+    def in_own_batch(self) -> bool:
+        """Whether the running asyncio task has a batch of this replica open."""
+        owner = self._batch_owner
+        return (
+            bool(self._batch_depth) and owner is not None and (_current_task() is owner)
+        )
+
+    def _owns_batch(self) -> bool:
+        # Changes from the task that opened the batch (or from anywhere, for a
+        # batch opened outside an event loop) are deferred; another task's
+        # change is a change of its own, stored before its call returns.
+        owner = self._batch_owner
+        return owner is None or _current_task() is owner
+
+    def _defer(self, coll: CollectionDoc) -> None:
+        coll.defer_check = self._owns_batch
+        coll.defer_updates()
+
+    def _end_batch(self) -> None:
+        for coll in self._collections.values():
+            coll.end_deferral()
+            coll.defer_check = None
+        self._batch_owner = None
 
     def _local(self, name: str, change: LocalChange) -> None:
         update, hlc = change.update, change.hlc
         self._local_ops += change.commits
         self._merged += change.commits - 1
+        # Another task's change while a batch is open is stored now (with what
+        # the batch wrote before it), not when the batch ends.
+        store_now = bool(self._batch_depth) and not self._owns_batch()
         if len(update) > self._op_limit and change.own:
             # Too large for one operation: consecutive parts, each its own.
             parts = self._collections[name].split_local_update(update, self._op_limit)
@@ -306,6 +339,8 @@ class Replica:
             self._append_local(name, update, hlc)
             if not change.own:
                 self._adopted.add(self._counter)
+        if store_now:
+            self.storage.commit_open_batch()
         if self.on_local_op is not None:
             self.on_local_op()
         if self.on_change is not None and change.records:
@@ -618,7 +653,21 @@ class Replica:
         )
 
     def close(self) -> None:
+        """Store what is pending (an open batch too) and close the store; the
+        collections refuse changes from then on."""
         if not self._closed:
+            if self._batch_depth:
+                self._end_batch()
             self.persist()
             self._closed = True
+            for coll in self._collections.values():
+                coll.close()
             self.storage.close()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The running asyncio task, or ``None`` outside one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

@@ -204,6 +204,9 @@ class Storage:
         """Group the writes inside the block into one commit."""
         yield
 
+    def commit_open_batch(self) -> None:
+        """Make what an open batch wrote so far durable now; the batch goes on."""
+
     def close(self) -> None:
         """Release the store; further use raises :class:`ClosedError`."""
 
@@ -592,7 +595,7 @@ class SQLiteStorage(Storage):
                     raise StorageError(f"{self.path}: {exc}") from exc
                 raise
             self._depth -= 1
-            if outer:
+            if outer and not self._closed:
                 try:
                     self._flush_outbox()
                     self._db.execute("COMMIT")
@@ -604,6 +607,13 @@ class SQLiteStorage(Storage):
     def batch(self) -> Iterator[None]:
         with self._txn():
             yield
+
+    def commit_open_batch(self) -> None:
+        with self._lock:
+            if self._depth and not self._closed:
+                self._flush_outbox()
+                self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
 
     # Reading -----------------------------------------------------------------
 
@@ -845,8 +855,12 @@ class SQLiteStorage(Storage):
             )
 
     def close(self) -> None:
+        """Close the store; what an open batch wrote is committed first."""
         with self._lock:
             if not self._closed:
+                if self._depth:
+                    self._flush_outbox()
+                    self._db.execute("COMMIT")
                 self._closed = True
                 self._db.close()
                 self._store_lock.release()
