@@ -200,3 +200,49 @@ async def test_live_server_stores_ciphertext_and_replicas_refuse_tampering(
     for secret in (PASSPHRASE, token):
         for text in (caplog.text, metrics, snapshot, repr(config)):
             assert secret not in text
+
+
+def test_regression_an_encrypted_collection_without_its_key_is_refused(
+    wire: object, tmp_path: Path
+) -> None:
+    """Without its passphrase an e2e: collection cannot be used (it used to
+    sync: nothing arrived, the cursor moved past everything, and the
+    replica's own writes reached the server in plaintext); a store holding
+    one opens, and the collection is there again once the key is given. The
+    hub refuses plaintext in an encrypted collection from anyone."""
+    from leptos_sync import Replica, Storage
+
+    from .conftest import Wire
+
+    assert isinstance(wire, Wire)
+    cipher = OpCipher.from_passphrase(PASSPHRASE, "e2e:c", **CHEAP)
+    path = tmp_path / "a.sqlite3"
+    a = wire.replica(Storage.sqlite(path))
+    a.encrypt_collection("e2e:c", cipher)
+    a.collection("e2e:c").insert("r", {"text": SECRET_TEXT})
+    wire.disconnect(a)
+    a.close()
+
+    keyless = Replica(Storage.sqlite(path))
+    assert keyless.collections() == []
+    with pytest.raises(ConfigError, match="end-to-end encrypted"):
+        keyless.collection("e2e:c")
+    keyless.encrypt_collection("e2e:c", cipher)
+    assert keyless.collections() == ["e2e:c"]
+    assert keyless.collection("e2e:c").get("r") == {"text": SECRET_TEXT}
+    keyless.close()
+
+    plain = wire.replica()
+    plain.collection("c").insert("x", {})
+    wire.pump()
+    hub = wire.hub
+    conn = next(c for c, r in wire.conns.items() if r is plain)
+    update = plain.collection("c").export_snapshot()
+    replies = [
+        decode(frame)
+        for out in hub.handle(conn, encode(Push("e2e:c", (Op(99, 1, update),))))
+        for frame in out.frames
+    ]
+    assert [type(r).__name__ for r in replies] == ["Error"]
+    assert "plaintext" in replies[0].message  # type: ignore[union-attr]
+    assert hub.store.head("e2e:c") == 0

@@ -248,10 +248,14 @@ class Hub:
         self._authorize(state, "write", message.collection)
         self._pushes += 1
         if not is_encrypted(message.collection):
-            # End-to-end encrypted collections hold ciphertext the hub cannot
-            # read; their integrity is checked by the receiving replicas.
             for op in message.ops:
                 _check_update(op.counter, op.data)
+        else:
+            # End-to-end encrypted collections hold ciphertext the hub cannot
+            # read (the receiving replicas check it); plaintext is refused, so
+            # that a replica without the key cannot leak into the log.
+            for op in message.ops:
+                _check_sealed(op.counter, op.data)
         placed = self.store.append(message.collection, state.replica, message.ops)
         fresh: list[RemoteOp] = []
         for op, where in zip(message.ops, placed, strict=True):
@@ -470,6 +474,18 @@ class Hub:
             },
             rejected=dict(self._rejected),
         )
+
+
+def _check_sealed(counter: int, data: bytes) -> None:
+    if data.startswith(_LORO_MAGIC):
+        raise MalformedMessageError(
+            f"op {counter} of an end-to-end encrypted collection is plaintext"
+        )
+
+
+#: Every Loro update and snapshot starts with these bytes; ciphertext starts
+#: with a random nonce.
+_LORO_MAGIC = b"loro"
 
 
 def _check_update(counter: int, data: bytes) -> None:

@@ -168,11 +168,11 @@ class Replica:
                 item.collection,
             )
         # Collections that exist in the store are opened eagerly so that their
-        # outboxes are pushed even if the application has not asked for them yet.
-        for name in sorted(
-            set(state.collections) | {op.collection for op in state.outbox}
-        ):
-            self.collection(name)
+        # outboxes are pushed even if the application has not asked for them yet
+        # (encrypted ones once their key is given: encrypt_collection).
+        for name in self._stored_names():
+            if not is_encrypted(name):
+                self.collection(name)
 
     # Collections -------------------------------------------------------------
 
@@ -187,6 +187,14 @@ class Replica:
             raise InvalidIdError(
                 "collection names are non-empty strings of at most 256 "
                 f"characters, got {name!r}"
+            )
+        if is_encrypted(name) and name not in self._ciphers:
+            # Without the key its operations could not be read, and this
+            # replica's own would reach the server in plaintext.
+            raise ConfigError(
+                "encryption",
+                f"collection {name!r} is end-to-end encrypted: give its "
+                "passphrase (SyncConfig.encryption) to use it",
             )
         coll = CollectionDoc(
             name,
@@ -244,6 +252,12 @@ class Replica:
                 "encryption", f"collection {name!r} must start with 'e2e:'"
             )
         self._ciphers[name] = cipher
+        if name in self._stored_names():
+            self.collection(name)
+
+    def _stored_names(self) -> list[str]:
+        state = self._stored
+        return sorted(set(state.collections) | {op.collection for op in state.outbox})
 
     def reauthenticate(self, token: str | None) -> None:
         """Send a new hello with a fresh ``token`` on the open connection.
