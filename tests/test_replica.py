@@ -738,3 +738,32 @@ def test_a_batch_inside_a_transaction_loses_nothing(wire: Wire) -> None:
     wire.pump()
     assert sorted(converged(a, b)) == ["after-batch", "in-batch", "later"]
     assert a.outbox_depth() == 0
+
+
+def test_regression_a_damaged_server_id_record_restarts_the_cursors(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """A flipped byte in the recorded server id made the store unopenable
+    (UnicodeDecodeError); now the cursors restart at the next welcome and
+    everything is fetched again."""
+    import sqlite3
+
+    path = tmp_path / "a.sqlite3"
+    a = wire.replica(Storage.sqlite(path))
+    other = wire.replica()
+    other.collection("c").insert("r1", {})
+    a.collection("c")
+    wire.pump()
+    wire.disconnect(a)
+    a.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE state SET value = ? WHERE key = 'server_id'", (b"\xf7\x00ab",))
+    db.commit()
+    db.close()
+
+    again = wire.replica(Storage.sqlite(path))
+    other.collection("c").insert("r2", {})
+    wire.pump()
+    assert sorted(converged(again, other)) == ["r1", "r2"]
+    assert again.session.known_server == wire.hub.store.server_id
+    again.close()

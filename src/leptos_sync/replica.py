@@ -127,8 +127,7 @@ class Replica:
             max_batch_ops=max_batch_ops,
             coalesce=self._merge_waiting if merge_waiting else None,
         )
-        known = storage.load_state("server_id")
-        self.session.known_server = known.decode() if known else None
+        self.session.known_server = self._known_server(storage)
         self._stored = state
         self._collections: dict[str, CollectionDoc] = {}
         self._log_lengths: dict[str, int] = {}
@@ -254,6 +253,26 @@ class Replica:
         self._ciphers[name] = cipher
         if name in self._stored_names():
             self.collection(name)
+
+    def _known_server(self, storage: Storage) -> str | None:
+        """The server store the cursors refer to, as recorded.
+
+        A damaged record (it is not a server id) only means the cursors cannot
+        be trusted: they restart at the next welcome and the collections are
+        fetched again (merging what is held changes nothing).
+        """
+        known = storage.load_state("server_id")
+        if known is None:
+            return None
+        text = known.decode("ascii", "replace")
+        if text.isascii() and text.isalnum():
+            return text
+        logger.warning(
+            "replica %x: the recorded server id is damaged; the cursors restart "
+            "at the next connection",
+            self.replica_id,
+        )
+        return "damaged"
 
     def _stored_names(self) -> list[str]:
         state = self._stored
