@@ -343,3 +343,18 @@ def test_merging_respects_the_batch_byte_budget() -> None:
     ready(session)
     assert all(len(call) <= 3 for call in merger.calls)
     assert sorted(c for call in merger.calls for c in call) == [1, 2, 3, 4, 5]
+
+
+def test_regression_a_large_waiting_op_does_not_stop_the_merging_of_the_rest() -> None:
+    """A never-pushed op larger than the merge budget goes alone, and the small
+    ones after it are still merged (they used to go one op each for the rest
+    of the push)."""
+    merger = Merger()
+    session = ClientSession(ME, coalesce=merger)
+    session.local_op("c", Op(1, 1, b"x" * (300 * 1024)))
+    for counter in range(2, 50):
+        session.local_op("c", op(counter))
+    pushes = [m for m in sent(ready(session)) if isinstance(m, Push)]
+    counters = [o.counter for p in pushes for o in p.ops]
+    assert counters == [1, 49]
+    assert merger.calls == [list(range(2, 50))]

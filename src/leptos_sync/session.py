@@ -590,7 +590,9 @@ class ClientSession:
             run.append(op)
             size += len(op.data)
         if len(run) < 2:
-            return False
+            # The first alone fills the budget: it goes as it is, and those
+            # after it may still merge.
+            return True
         assert self.coalesce is not None
         merged = self.coalesce(name, run)
         for _ in run:
