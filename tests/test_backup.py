@@ -439,8 +439,23 @@ def test_regression_restore_refuses_a_replica_store_a_process_holds_open(
     storage.append_local(COLL, 1, 1, b"first")
     backup_store(store, tmp_path / "bk")
     storage.append_local(COLL, 2, 2, b"second")
-    with pytest.raises(StorageError, match="open in another process"):
+    with pytest.raises(StorageError, match="already open in this process"):
         restore_store(tmp_path / "bk", store)
     assert [op.data for op in storage.load().outbox] == [b"first", b"second"]
     storage.close()
     restore_store(tmp_path / "bk", store)
+
+
+def test_regression_restore_refuses_a_backup_of_the_other_kind(tmp_path: Path) -> None:
+    """A server backup restored over a replica store (or the reverse) is
+    refused and the store left as it was (it used to be replaced)."""
+    replica, server = tmp_path / "r.sqlite3", tmp_path / "s.sqlite3"
+    storage = Storage.sqlite(replica)
+    storage.append_local(COLL, 1, 1, b"mine")
+    storage.close()
+    HubStore.sqlite(server).close()
+    backup_store(server, tmp_path / "server-bk")
+    before = sha256(replica)
+    with pytest.raises(StorageError, match="is a replica store and the backup"):
+        restore_store(tmp_path / "server-bk", replica)
+    assert sha256(replica) == before

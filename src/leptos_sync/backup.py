@@ -677,6 +677,14 @@ def restore_store(
     manifest = verify_backup(directory)
     if not directory.is_dir():
         directory = directory.parent
+    if target.exists():
+        with read_store(target, "restore over") as (_, kind, _immutable):
+            if kind != manifest.kind:
+                raise StorageError(
+                    f"{target} is a {kind} store and the backup is of a "
+                    f"{manifest.kind} store; restore it to a {manifest.kind} "
+                    "store's path"
+                )
     entry = next(f for f in manifest.files if f.name == STORE_FILE)
 
     # Stage the copy beside the store (same file system, so the final rename is

@@ -292,10 +292,14 @@ class StoreLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            by = f" (process {holder})" if holder.isdigit() else ""
+            if holder == str(os.getpid()):
+                where = "already open in this process"
+            else:
+                by = f" (process {holder})" if holder.isdigit() else ""
+                where = f"open in another process{by}"
             raise StorageError(
-                f"{path} is open in another process{by}; a replica store is "
-                "used by one process at a time"
+                f"{path} is {where}; a replica store is used by one process "
+                "(and one Storage) at a time"
             ) from None
         except OSError as exc:
             os.close(fd)
