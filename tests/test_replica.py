@@ -767,3 +767,59 @@ def test_regression_a_damaged_server_id_record_restarts_the_cursors(
     assert sorted(converged(again, other)) == ["r1", "r2"]
     assert again.session.known_server == wire.hub.store.server_id
     again.close()
+
+
+def test_regression_changes_never_pushed_are_merged_after_a_restart(
+    tmp_path: Path, wire: Wire
+) -> None:
+    """The store records which outbox entries were pushed: after a restart the
+    ones never pushed are merged as before it, those pushed once go again as
+    they were (they used to be pushed one by one, all of them)."""
+    path = tmp_path / "a.sqlite3"
+    a = wire.replica(Storage.sqlite(path))
+    b = wire.replica()
+    a.collection("c")
+    b.collection("c")
+    wire.pump()
+    wire.up_filter = lambda conn, frame: wire.conns.get(conn) is not a
+    for i in range(3):  # pushed one by one, and lost on the way
+        a.collection("c").insert(f"pushed{i}", {})
+        wire.pump()
+    wire.disconnect(a)
+    wire.up_filter = None
+    for i in range(40):  # made offline: never pushed
+        a.collection("c").insert(f"offline{i:02d}", {})
+    a.close()
+
+    again = wire.replica(Storage.sqlite(path))
+    wire.pump()
+    ops = _hub_ops(wire)
+    assert len(ops) == 3 + 1
+    assert again.statistics().local_ops_merged == 39
+    procs.assert_changes_stored_once([op.data for op in ops])
+    assert len(converged(again, b)) == 43
+    again.close()
+
+
+def test_a_store_of_the_first_format_takes_every_outbox_entry_for_pushed(
+    tmp_path: Path,
+) -> None:
+    """Format 1 did not record pushes: upgrading marks every stored entry as
+    possibly pushed, so none is merged under an id the server may know."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    store = Storage.sqlite(path)
+    store.append_local("c", 1, 1, b"one")
+    store.append_local("c", 2, 2, b"two")
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE outbox DROP COLUMN pushed")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    upgraded = Storage.sqlite(path)
+    assert [op.pushed for op in upgraded.load().outbox] == [True, True]
+    upgraded.append_local("c", 3, 3, b"three")
+    assert [op.pushed for op in upgraded.load().outbox] == [True, True, False]
+    upgraded.close()

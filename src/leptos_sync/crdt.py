@@ -475,7 +475,7 @@ class CollectionDoc:
         update waits for its dependencies (the document could then not vouch
         for the run).
         """
-        head, tail = self._own_range(first), self._own_range(last)
+        head, tail = self.own_range(first), self.own_range(last)
         if head is None or tail is None or self._has_pending():
             return None
         return self._export_own(head[0], tail[1])
@@ -490,7 +490,7 @@ class CollectionDoc:
         are kept far below any operation limit). Returns ``[update]`` when it
         fits, or is not this document's own commit.
         """
-        own = self._own_range(update)
+        own = self.own_range(update)
         if len(update) <= limit or own is None:
             return [update]
         parts: _List[bytes] = []
@@ -507,7 +507,7 @@ class CollectionDoc:
         cut(*own)
         return parts
 
-    def _own_range(self, update: bytes) -> tuple[int, int] | None:
+    def own_range(self, update: bytes) -> tuple[int, int] | None:
         """The range of this document's own history an update holds, if that
         is all it holds."""
         peer = self.doc.peer_id

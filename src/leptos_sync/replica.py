@@ -49,6 +49,7 @@ from .session import (
     ClientSession,
     Effect,
     Live,
+    Pushing,
     Send,
     ServerChanged,
     ServerError,
@@ -231,7 +232,13 @@ class Replica:
             coll.track_remote_changes()
         self._collections[name] = coll
         ops = [Op(op.counter, op.hlc, op.data) for op in outbox]
-        self._run(self.session.add_collection(name, cursor, ops))
+        # Entries never pushed may still be merged, those adopted from another
+        # document (apply_update) excepted, as before the restart.
+        pushed_high = max((op.counter for op in outbox if op.pushed), default=0)
+        for op in outbox:
+            if not op.pushed and coll.own_range(op.data) is None:
+                self._adopted.add(op.counter)
+        self._run(self.session.add_collection(name, cursor, ops, pushed_high))
         return coll
 
     def collections(self) -> list[str]:
@@ -513,6 +520,8 @@ class Replica:
                 )
             elif isinstance(effect, ServerChanged):
                 self._server_changed(effect)
+            elif isinstance(effect, Pushing):
+                self.storage.mark_pushed(list(effect.counters))
             elif isinstance(effect, Live):
                 pass
             if self.on_effect is not None:

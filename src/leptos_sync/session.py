@@ -64,6 +64,7 @@ __all__ = [
     "ClientSession",
     "Effect",
     "Live",
+    "Pushing",
     "Send",
     "ServerError",
     "SessionState",
@@ -120,6 +121,16 @@ class Acked:
 
 
 @dataclass(frozen=True, slots=True)
+class Pushing:
+    """These operations are about to be pushed for the first time: record it
+    durably before the push leaves (an operation once pushed is never merged
+    with others again, even after a restart)."""
+
+    collection: str
+    counters: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Live:
     """The collection's pull is answered; it now receives changes as they happen."""
 
@@ -140,7 +151,16 @@ class ServerChanged:
     current: str
 
 
-Effect = Send | ApplyRemote | ApplySnapshot | Acked | Live | ServerError | ServerChanged
+Effect = (
+    Send
+    | ApplyRemote
+    | ApplySnapshot
+    | Acked
+    | Live
+    | Pushing
+    | ServerError
+    | ServerChanged
+)
 
 
 @dataclass
@@ -248,14 +268,25 @@ class ClientSession:
     # Setup -------------------------------------------------------------------
 
     def add_collection(
-        self, name: str, cursor: int = 0, outbox: list[Op] | None = None
+        self,
+        name: str,
+        cursor: int = 0,
+        outbox: list[Op] | None = None,
+        pushed_high: int | None = None,
     ) -> list[Effect]:
-        """Start syncing a collection from ``cursor`` with its stored outbox."""
+        """Start syncing a collection from ``cursor`` with its stored outbox.
+
+        ``pushed_high`` is the highest counter of the outbox that may have been
+        pushed before (the store records them, see :class:`Pushing`); by
+        default every stored operation may have been.
+        """
         if name in self._colls:
             return []
         coll = _Collection(cursor=cursor)
         coll.unsent.extend(sorted(outbox or [], key=lambda op: op.counter))
-        if coll.unsent:
+        if pushed_high is not None:
+            coll.pushed_high = pushed_high
+        elif coll.unsent:
             coll.pushed_high = coll.unsent[-1].counter
         self._colls[name] = coll
         if self.state is SessionState.READY:
@@ -558,8 +589,10 @@ class ClientSession:
                     break
                 batch.append(coll.unsent.popleft())
                 size += len(op.data)
-            if batch[-1].counter > coll.pushed_high:
-                coll.pushed_high = batch[-1].counter
+            first_push = tuple(o.counter for o in batch if o.counter > coll.pushed_high)
+            if first_push:
+                coll.pushed_high = first_push[-1]
+                effects.append(Pushing(name, first_push))
             batch_id = coll.next_batch
             coll.next_batch += 1
             for op in batch:

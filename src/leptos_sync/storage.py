@@ -23,6 +23,7 @@ an fsync per commit. Writes grouped with :meth:`Storage.batch` share one commit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -49,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 Durability = Literal["process", "power"]
 
 
@@ -61,6 +62,8 @@ class StoredOp:
     counter: int
     hlc: int
     data: bytes
+    #: Whether it may have been pushed (see :meth:`Storage.mark_pushed`).
+    pushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,12 @@ class Storage:
         The new entry takes the highest of the counters, and ``hlc``; all in one
         transaction, so that a crash leaves either the old entries or the new.
         """
+        raise NotImplementedError
+
+    def mark_pushed(self, counters: list[int]) -> None:
+        """Record, durably before returning, that these outbox entries are being
+        pushed: such an entry is never merged with others again (its id may be
+        known to the server with this content)."""
         raise NotImplementedError
 
     def append_remote(
@@ -361,6 +370,13 @@ class MemoryStorage(Storage):
         self._last_counter = max(self._last_counter, counter)
         self._hlc = max(self._hlc, hlc)
 
+    def mark_pushed(self, counters: list[int]) -> None:
+        self._check()
+        for counter in counters:
+            op = self._outbox.get(counter)
+            if op is not None and not op.pushed:
+                self._outbox[counter] = dataclasses.replace(op, pushed=True)
+
     def merge_outbox(
         self, collection: str, counters: list[int], hlc: int, data: bytes
     ) -> None:
@@ -430,7 +446,7 @@ CREATE TABLE IF NOT EXISTS log (
 CREATE INDEX IF NOT EXISTS log_collection ON log (collection, id);
 CREATE TABLE IF NOT EXISTS outbox (
     counter INTEGER PRIMARY KEY, collection TEXT NOT NULL, hlc INTEGER NOT NULL,
-    data BLOB NOT NULL, crc INTEGER NOT NULL);
+    data BLOB NOT NULL, crc INTEGER NOT NULL, pushed INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cursors (collection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -517,6 +533,14 @@ class SQLiteStorage(Storage):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+            if "pushed" not in columns:
+                # Format 1 did not record pushes: any stored operation may
+                # have been pushed already.
+                db.execute(
+                    "ALTER TABLE outbox ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0"
+                )
+                db.execute("UPDATE outbox SET pushed=1")
             if found < FORMAT_VERSION:
                 db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             if self._meta_int("replica_id") is None:
@@ -647,8 +671,8 @@ class SQLiteStorage(Storage):
                     quarantined.append(self._quarantine(name, f"log#{row_id}", data))
                     db.execute("DELETE FROM log WHERE id=?", (row_id,))
             outbox: list[StoredOp] = []
-            for counter, name, hlc, data, crc in db.execute(
-                "SELECT counter, collection, hlc, data, crc FROM outbox "
+            for counter, name, hlc, data, crc, pushed in db.execute(
+                "SELECT counter, collection, hlc, data, crc, pushed FROM outbox "
                 "ORDER BY counter"
             ).fetchall():
                 if crc32c(data) != crc:
@@ -657,7 +681,7 @@ class SQLiteStorage(Storage):
                     )
                     db.execute("DELETE FROM outbox WHERE counter=?", (counter,))
                     continue
-                outbox.append(StoredOp(name, counter, hlc, bytes(data)))
+                outbox.append(StoredOp(name, counter, hlc, bytes(data), bool(pushed)))
             for item in quarantined:
                 # What failed its checksum is refetched: start the collection over.
                 collections.setdefault(item.collection, CollectionState()).cursor = 0
@@ -774,6 +798,16 @@ class SQLiteStorage(Storage):
         if self._rows:
             rows, self._rows = self._rows, []
             self._db.executemany(_INSERT_OUTBOX, rows)
+
+    def mark_pushed(self, counters: list[int]) -> None:
+        with self._txn() as db:
+            self._flush_outbox()
+            db.executemany(
+                "UPDATE outbox SET pushed=1 WHERE counter BETWEEN ? AND ?",
+                _runs(counters),
+            )
+        # Durable now, even inside an open batch: the push leaves next.
+        self.commit_open_batch()
 
     def merge_outbox(
         self, collection: str, counters: list[int], hlc: int, data: bytes
