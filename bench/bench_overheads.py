@@ -261,26 +261,6 @@ def _keystrokes(count: int) -> list[tuple[int, int, str]]:
     return [p for txn in trace.txns for p in txn.patches][:count]
 
 
-def _bare_loro(patches: list[tuple[int, int, str]]) -> float:
-    """CPU seconds: each keystroke a Loro commit with its update exported."""
-    import loro
-
-    doc = loro.LoroDoc()
-    text = doc.get_text("body")
-    updates: list[bytes] = []
-    sub = doc.subscribe_local_update(lambda u: updates.append(bytes(u)) or True)
-    started = time.process_time()
-    for pos, deleted, inserted in patches:
-        if deleted:
-            text.delete(pos, deleted)
-        if inserted:
-            text.insert(pos, inserted)
-        doc.commit()
-    elapsed = time.process_time() - started
-    del sub
-    return elapsed
-
-
 def _ours(patches: list[tuple[int, int, str]], group: int) -> float:
     """CPU seconds through a replica on SQLite: one store commit per ``group``."""
     from leptos_sync import Storage, fields
@@ -309,12 +289,15 @@ def local_writes(count: int, runs: int) -> list[Row]:
     """Our cost per local change against Loro's own, on real keystrokes."""
     patches = _keystrokes(count)
     say(
-        f"local writes: {len(patches):,} automerge-paper keystrokes, CPU time, "
-        f"median of {runs} runs; each keystroke one transaction with metadata"
+        f"local writes: {len(patches):,} automerge-paper keystrokes, median of "
+        f"{runs} runs (ours in CPU time, bare Loro in wall time, one process); "
+        "each keystroke one transaction with metadata"
     )
+    from bench.bench_trace import loro_per_keystroke
+
     loro_s, alone_s, batched_s = [], [], []
     for _ in range(runs):
-        loro_s.append(_bare_loro(patches))
+        loro_s.append(loro_per_keystroke(patches)[0])
         alone_s.append(_ours(patches, 1))
         batched_s.append(_ours(patches, 1000))
     per = 1e6 / len(patches)

@@ -310,6 +310,25 @@ async def test_wait_synced_refuses_a_timeout_that_is_not_a_duration(
     await stop_all([manager])
 
 
+async def _open_batch(
+    manager: EndToEndSyncManager, first: str, then: str
+) -> tuple[asyncio.Future[None], asyncio.Event]:
+    """A task inside ``manager.batch()``: it has inserted ``first`` and waits;
+    setting the event returned lets it insert ``then`` and end the batch."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def long_batch() -> None:
+        with manager.batch():
+            manager.collection("c").insert(first, {})
+            inside.set()
+            await release.wait()
+            manager.collection("c").insert(then, {})
+
+    task = asyncio.ensure_future(long_batch())
+    await inside.wait()
+    return task, release
+
+
 def _stored_records(path: Path) -> list[str]:
     from leptos_sync import Replica
 
@@ -333,18 +352,7 @@ async def test_regression_another_tasks_change_during_a_batch_is_stored_at_once(
     (b,) = await managers(network, 1)
     await a.start()
     coll = a.collection("c")
-    inside = asyncio.Event()
-    release = asyncio.Event()
-
-    async def long_batch() -> None:
-        with a.batch():
-            coll.insert("batch-1", {})
-            inside.set()
-            await release.wait()
-            coll.insert("batch-2", {})
-
-    task = asyncio.ensure_future(long_batch())
-    await inside.wait()
+    task, release = await _open_batch(a, "batch-1", "batch-2")
     coll.insert("side", {})
     # Stored before insert() returned: the store's outbox holds it, and the
     # batch's first change, which came before it.
@@ -387,18 +395,7 @@ async def test_regression_stopping_during_a_batch_keeps_its_changes(
     a = EndToEndSyncManager(Storage.sqlite(path), Transport.in_memory(network), FAST)
     await a.start()
     coll = a.collection("c")
-    inside = asyncio.Event()
-    release = asyncio.Event()
-
-    async def long_batch() -> None:
-        with a.batch():
-            coll.insert("w0", {})
-            inside.set()
-            await release.wait()
-            coll.insert("w1", {})
-
-    task = asyncio.ensure_future(long_batch())
-    await inside.wait()
+    task, release = await _open_batch(a, "w0", "w1")
     await a.stop()
     release.set()
     with pytest.raises(ClosedError):
